@@ -1,0 +1,12 @@
+"""Where the add-on finds the wire layer.
+
+The built extension bundles ``shared/`` as a sub-package of the add-on, so it is
+imported relatively and nothing is added to Blender's top-level modules. Run
+from a checkout (tests, development), the repository's top-level ``shared``
+package is used. Add a submodule here when the add-on needs one.
+"""
+
+try:
+    from .shared import avatar, camera, errors, stylize  # noqa: F401  (bundled extension)
+except ImportError:
+    from shared import avatar, camera, errors, stylize  # noqa: F401  (repository checkout)
