@@ -107,6 +107,27 @@ def flat_image(base_color_linear, size: int = 4) -> np.ndarray:
     return np.broadcast_to(px, (size, size, 3)).copy()
 
 
+def index_corner_uvs(corner_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-corner UVs ``[3F,2]`` (corners of triangle f at 3f, 3f+1, 3f+2) ->
+    (uvs ``[T,2]`` float32, uv_faces ``[F,3]`` int32).
+
+    The canonical indexing: bit-identical UV pairs share one entry, entries in
+    order of first use. The Blender extraction and the backend's file loaders
+    both index through this function, so equal meshes get equal arrays (and
+    equal content hashes) wherever they were read.
+    """
+    c = np.ascontiguousarray(np.asarray(corner_uvs, np.float32).reshape(-1, 2))
+    if len(c) % 3:
+        raise InvalidAvatar(f"Per-corner UVs must come in triples (one per triangle corner), got {len(c)}.")
+    keys = c.view(np.uint64).reshape(-1)            # both floats' bits in one word: exact equality
+    _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")        # unique entries by first use
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    uvs = c[first[order]]
+    return uvs.copy(), rank[inv.reshape(-1)].reshape(-1, 3).astype(np.int32)
+
+
 def validate(av: AvatarData, limits: dict | None = None) -> None:
     """Raise :class:`InvalidAvatar` / :class:`TooLarge` naming the first problem found.
 

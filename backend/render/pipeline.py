@@ -1,0 +1,232 @@
+"""The differentiable renderer: Blender cameras, z-buffer visibility, deferred shading.
+
+Pipeline: project vertices (torch) -> triangle id per pixel centre (numba
+z-buffer on detached CPU copies, no gradients) -> perspective-correct
+barycentrics recomputed in torch at covered pixels -> interpolate UVs,
+normals, depth -> bilinear texture lookup -> Lambert + ambient shading ->
+scatter into images over the background. Gradients reach vertex positions
+(through visible geometry and shading, not silhouettes), textures and the
+background. Any device: only the projected vertices and the triangle ids
+round-trip via the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .camera import camera_batch
+from .fused import interp_cpu, sample_texture_cpu
+from .interpolate import fragments, interpolate
+from .raster import rasterize
+from .shade import DEFAULT_LIGHTS, Lights, lambert, sample_texture, unit_rows, vertex_normals_t
+from .validate import check_inputs
+
+
+def _background(background, b, h, w, dtype, device) -> torch.Tensor:
+    """-> [3, B*H*W] contiguous background colours."""
+    if background is None:
+        return torch.zeros(3, b * h * w, dtype=dtype, device=device)
+    bg = torch.as_tensor(background, dtype=dtype, device=device)
+    if tuple(bg.shape) == (3,):
+        return bg.reshape(3, 1).expand(3, b * h * w).contiguous()
+    if tuple(bg.shape) == (b, h, w, 3):
+        return bg.reshape(b * h * w, 3).T.contiguous()
+    raise ValueError(f"background must be a colour [3] or images [B,H,W,3] = {[b, h, w, 3]}, got {list(bg.shape)}")
+
+
+def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras=(), size=None,
+           lights: Lights | None = None, background=None, passes=("color",), *,
+           grey_albedo: float = 0.8, texture_wrap: str = "repeat", smooth_normals: bool = True,
+           two_sided: bool = True, fused: bool = True) -> dict[str, torch.Tensor]:
+    """Render B views of a textured triangle mesh.
+
+    vertices      [B,V,3] float tensor, world space (Blender: Z up, metres); may require grad
+    faces         [F,3] int64; uvs [T,2] (origin bottom-left); uv_faces [F,3] int64
+    textures      list of [H_i,W_i,3] linear colour tensors, row 0 = top; may require grad
+    face_material [F] int64 index into textures (None -> all 0)
+    cameras       B :class:`shared.camera.Camera` (one per batch item), converted by
+                  :func:`shared.camera.projection`; size=(W,H) overrides the pixel count
+    lights        :class:`Lights` (default: camera-space key + fill + ambient)
+    background    None (black), colour [3] or images [B,H,W,3] for color/grey/albedo
+    passes        any of color (Lambert+ambient, textured), grey (same lighting, constant
+                  albedo ``grey_albedo``), albedo, normal_camera, normal_world (unit
+                  vectors, turned to face the viewer when ``two_sided``), depth (metres
+                  along the view axis, Blender's Z pass; 0 on background), alpha
+                  (coverage 0/1), uv, tri_id (int64, -1 on background)
+    texture_wrap  "repeat" (Blender's default image extension) or "clamp"
+    smooth_normals  interpolate area-weighted vertex normals (else flat face normals)
+    fused         use the fused numba kernels for float32 on the CPU (same results;
+                  False forces the plain torch ops used on other devices/dtypes)
+
+    Returns {pass: [B,H,W,C] tensor}, row 0 = top, linear colour, dtype of
+    ``vertices``. Raises ValueError naming the problem for bad input (indices out of
+    range, NaN, empty mesh, bad camera, unknown pass).
+    """
+    passes = tuple(passes)
+    check_inputs(vertices, faces, uvs, uv_faces, textures, face_material, cameras, passes)
+    if texture_wrap not in ("repeat", "clamp"):
+        raise ValueError(f"texture_wrap must be 'repeat' or 'clamp', got {texture_wrap!r}")
+    device, dtype = vertices.device, vertices.dtype
+    lights = DEFAULT_LIGHTS if lights is None else lights
+    if lights.space not in ("camera", "world"):
+        raise ValueError(f"lights.space must be 'camera' or 'world', got {lights.space!r}")
+    use_fused = fused and device.type == "cpu" and dtype == torch.float32
+    faces_t = faces.to(device=device, dtype=torch.int64).T.contiguous()  # [3,F]
+    cams = camera_batch(cameras, size, device=device, dtype=dtype)
+    b, v_count = vertices.shape[0], vertices.shape[1]
+    h, w = cams.height, cams.width
+
+    need_color = "color" in passes or "grey" in passes
+    need_nworld = "normal_world" in passes or (need_color and lights.space == "world")
+    need_ncam = "normal_camera" in passes or (need_color and lights.space == "camera")
+    need_albedo = "color" in passes or "albedo" in passes
+    need_uv = need_albedo or "uv" in passes
+
+    # Camera space, channel-first [3,B,V]: x right, y up, looking down -Z.
+    pts = vertices.permute(2, 0, 1)
+    rot = cams.world_to_camera[:, :3, :3]
+    cam_pts = torch.einsum("bcj,jbv->cbv", rot, pts) + cams.world_to_camera[:, :3, 3].T[:, :, None]
+    depth = -cam_pts[2]  # [B,V]
+    ortho = cams.ortho[:, None]
+    if bool(cams.ortho.all()):
+        inv = torch.ones_like(depth)
+    else:
+        # Points at the eye would divide by ~0; their triangles are culled by the raster anyway.
+        safe = torch.where(depth.abs() > 1e-9, depth, torch.full_like(depth, 1e-9))
+        inv = torch.where(ortho, torch.ones_like(depth), 1.0 / safe)
+    su = cams.cx[:, None] + cams.fx[:, None] * cam_pts[0] * inv
+    sv = cams.cy[:, None] - cams.fy[:, None] * cam_pts[1] * inv
+
+    tri_np, _, front_np = rasterize(torch.stack([su, sv], -1).detach().cpu().numpy(),
+                                    depth.detach().cpu().numpy(), faces_t.T.cpu().numpy(), w, h,
+                                    cams.ortho.cpu().numpy(), cams.near.cpu().numpy(), cams.far.cpu().numpy())
+    tri_id = torch.from_numpy(tri_np).to(device)
+
+    # Per-vertex rows carried to the pixels: screen u, v, depth, then normals.
+    rows = [su.reshape(-1), sv.reshape(-1), depth.reshape(-1)]
+    extra = {}
+    if need_nworld or need_ncam:
+        if smooth_normals:
+            corner_all = (faces_t[:, None, :] + (torch.arange(b, device=device) * v_count)[None, :, None]).reshape(3, -1)
+            n_world_v = vertex_normals_t(pts.reshape(3, -1), corner_all)  # [3,B*V]
+            if need_nworld:
+                extra["n_world"] = len(rows)
+                rows += list(n_world_v)
+            if need_ncam:
+                n_cam_v = torch.einsum("bcj,jbv->cbv", rot, n_world_v.reshape(3, b, v_count)).reshape(3, -1)
+                extra["n_cam"] = len(rows)
+                rows += list(n_cam_v)
+        else:
+            extra["pos_world"] = len(rows)
+            rows += list(pts.reshape(3, -1))
+
+    flat_tri = tri_id.reshape(-1)
+    pixel = torch.nonzero(flat_tri >= 0).squeeze(1)
+    n_pix = pixel.shape[0]
+    npix_all = b * h * w
+    if use_fused:
+        # Fused numba path (CPU float32): same maths as .interpolate, one pass per pixel.
+        tri = flat_tri.index_select(0, pixel).long()
+        view = torch.div(pixel, h * w, rounding_mode="floor")
+        rem = pixel - view * (h * w)
+        row = torch.div(rem, w, rounding_mode="floor")
+        col = rem - row * w
+        corner = faces_t.T.index_select(0, tri) + (view * v_count)[:, None]
+        res = interp_cpu(torch.stack(rows, dim=1), corner, col.to(dtype) + 0.5, row.to(dtype) + 0.5,
+                         cams.ortho.index_select(0, view).to(torch.uint8))
+        frag_depth = res[:, 0]
+        bary = res[:, 1:4].T
+        attr = {name: res[:, i + 1:i + 4].T for name, i in extra.items()}
+        front = torch.from_numpy(front_np).reshape(-1).index_select(0, pixel)
+    else:
+        frag = fragments(tri_id, faces_t, torch.stack(rows), cams.ortho)
+        tri, view, frag_depth, bary, front = frag.tri, frag.view, frag.depth, frag.bary, frag.front
+        attr = {name: interpolate([a[i - 3:i] for a in frag.corner_attrs], bary) for name, i in extra.items()}
+        if not smooth_normals:
+            attr["pos_world"] = [a[extra["pos_world"] - 3:extra["pos_world"]] for a in frag.corner_attrs]
+
+    n_world = n_cam = None
+    if need_nworld or need_ncam:
+        if smooth_normals:
+            n_world = attr.get("n_world")
+            n_cam = attr.get("n_cam")
+        else:
+            if use_fused:  # flat normals need the corners themselves: gather them (rare path)
+                p = pts.reshape(3, -1)
+                p0, p1, p2 = (p.index_select(1, corner[:, k]) for k in range(3))
+            else:
+                p0, p1, p2 = attr["pos_world"]
+            e1, e2 = p1 - p0, p2 - p0
+            n_world = torch.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2],
+                                   e1[0] * e2[1] - e1[1] * e2[0]])
+            if need_ncam:
+                r = rot.index_select(0, view)  # [N,3,3]
+                n_cam = torch.einsum("ncj,jn->cn", r, n_world)
+        sign = None
+        if two_sided:
+            # Back faces seen through open meshes are shaded like front faces.
+            sign = torch.where(front, 1.0, -1.0).to(dtype)
+        if n_world is not None:
+            n_world = unit_rows(n_world)
+            n_world = n_world * sign if sign is not None else n_world
+        if n_cam is not None:
+            n_cam = unit_rows(n_cam)
+            n_cam = n_cam * sign if sign is not None else n_cam
+
+    uv = albedo = None
+    if need_uv:
+        uvs_ = uvs.to(device=device, dtype=dtype)
+        uvc = uv_faces.to(device=device, dtype=torch.int64).index_select(0, tri)  # [N,3]
+        corners_uv = uvs_.index_select(0, uvc.reshape(-1)).reshape(-1, 3, 2)
+        uv = (corners_uv * bary.T[:, :, None]).sum(1).T  # [2,N]
+    if need_albedo:
+        def lookup(tex, sel=None):
+            tex = tex.to(device=device, dtype=dtype)
+            uv_sel = uv if sel is None else uv.index_select(1, sel)
+            if use_fused:
+                return sample_texture_cpu(tex, uv_sel.T, texture_wrap).T
+            return sample_texture(tex, uv_sel, texture_wrap)
+
+        if face_material is None or len(textures) == 1:
+            albedo = lookup(textures[0])
+        else:
+            mat = face_material.to(device=device, dtype=torch.int64).index_select(0, tri)
+            albedo = torch.zeros(3, n_pix, dtype=dtype, device=device)
+            for m, tex in enumerate(textures):
+                sel = torch.nonzero(mat == m).squeeze(1)
+                if sel.numel():
+                    albedo = albedo.index_copy(1, sel, lookup(tex, sel))
+
+    bg = None
+    if any(p in passes for p in ("color", "grey", "albedo")):
+        bg = _background(background, b, h, w, dtype, device)
+    n_light = n_cam if lights.space == "camera" else n_world
+    out: dict[str, torch.Tensor] = {}
+
+    def emit(name, values, base=None):
+        if base is None:
+            base = torch.zeros(values.shape[0], npix_all, dtype=dtype, device=device)
+        img = base.index_copy(1, pixel, values.to(dtype))
+        out[name] = img.reshape(-1, b, h, w).permute(1, 2, 3, 0).contiguous()
+
+    for name in passes:
+        if name == "color":
+            emit(name, lambert(albedo, n_light, lights), bg)
+        elif name == "grey":
+            grey = torch.full((3, 1), float(grey_albedo), dtype=dtype, device=device)
+            emit(name, lambert(grey, n_light, lights), bg)
+        elif name == "albedo":
+            emit(name, albedo, bg)
+        elif name == "normal_world":
+            emit(name, n_world)
+        elif name == "normal_camera":
+            emit(name, n_cam)
+        elif name == "depth":
+            emit(name, frag_depth[None])
+        elif name == "alpha":
+            emit(name, torch.ones(1, n_pix, dtype=dtype, device=device))
+        elif name == "uv":
+            emit(name, uv)
+        elif name == "tri_id":
+            out[name] = tri_id.to(torch.int64).reshape(b, h, w, 1)
+    return out

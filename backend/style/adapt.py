@@ -1,0 +1,259 @@
+"""Few-step style adaptation: Adam on the bias mappers only.
+
+Each step renders the stylized avatar (textured and plain shaded) and the
+original from a few views of the user's rig at frames of the user's expression
+track, composites them on random backgrounds, takes the same random
+crops/perspective of both, embeds them with CLIP and minimizes the weighted style
+terms + identity + regularizers. Deterministic for a seed on a given device.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from shared.errors import Cancelled, InvalidParams
+
+from . import augment, losses
+from .context import AvatarContext, Decoded
+from .net import StyleNet
+
+log = logging.getLogger(__name__)
+
+NEUTRAL_PROMPT = "a 3D render of a head"
+
+
+@dataclass
+class Target:
+    """A prepared style: weighted terms as CLIP embeddings.
+
+    terms: list of (kind "text"|"image", weight, embedding [1,D]); ``neutral`` [1,D]
+    embedding of :data:`NEUTRAL_PROMPT` for the directional loss.
+    """
+
+    terms: list
+    neutral: torch.Tensor
+    labels: list = field(default_factory=list)
+
+
+def make_target(guidance, terms: list, images: dict | None = None) -> Target:
+    """``terms``: list of :class:`shared.stylize.StyleTerm` (or dicts with kind,
+    weight, text, image_index); ``images``: {index: [H,W,3] uint8}."""
+    out, labels = [], []
+    images = images or {}
+    for t in terms:
+        t = t if isinstance(t, dict) else vars(t)
+        kind, w = t.get("kind", "text"), float(t.get("weight", 1.0))
+        if not np.isfinite(w):
+            raise InvalidParams("Style weights must be finite numbers.")
+        if kind == "text":
+            text = str(t.get("text", "")).strip()
+            if not text:
+                raise InvalidParams("A text style term has an empty prompt; type a style description.")
+            out.append(("text", w, guidance.encode_text([text])))
+            labels.append(text)
+        elif kind == "image":
+            idx = int(t.get("image_index", -1))
+            if idx not in images:
+                raise InvalidParams(f"Style image {idx} was named by a term but not sent.")
+            out.append(("image", w, guidance.encode_image_uint8(images[idx])))
+            labels.append(f"<image {idx}>")
+        else:
+            raise InvalidParams(f"Unknown style term kind '{kind}' (use 'text' or 'image').")
+    if not out or sum(abs(w) for _, w, _ in out) == 0:
+        raise InvalidParams("Give at least one style prompt or style image with a non-zero weight.")
+    return Target(terms=out, neutral=guidance.encode_text([NEUTRAL_PROMPT]), labels=labels)
+
+
+@dataclass
+class AdaptConfig:
+    steps: int = 30
+    lr: float = 1e-2
+    views_per_step: int = 2
+    render_size: int = 128
+    crops_per_view: int = 1
+    identity: float = 0.5          # user's identity strength 0..1
+    identity_scale: float = 2.0    # identity loss weight at identity = 1
+    directional_weight: float = 0.5
+    geometry_weight: float = 0.5   # text loss on plain shaded renders
+    offset_weight: float = 1.0
+    laplacian_weight: float = 10.0
+    texture_weight: float = 0.05
+    seed: int = 0
+    time_budget_s: float = 0.0
+    preview_every: int = 5
+    preview_size: int = 64
+
+
+@dataclass
+class AdaptResult:
+    decoded: Decoded
+    history: list  # per step {"total", "style", "identity", "offset", "laplacian", "texture"}
+    steps_done: int
+    stopped: str  # "done" | "time_budget"
+    seconds: float
+
+
+def frame_weights(ctx: AvatarContext, track, frames) -> torch.Tensor:
+    """Blendshape weights ``[N,K]`` of the avatar at each frame (linear
+    interpolation of ``track``; no track -> neutral). ``track``: an
+    :class:`shared.avatar.ExpressionTrack` or None."""
+    N = max(len(frames), 1)
+    W = np.zeros((N, ctx.K), np.float32)
+    if track is not None and ctx.K and len(track.frames):
+        col = {n: i for i, n in enumerate(ctx.avatar.blendshape_names)}
+        tf = np.asarray(track.frames, np.float64)
+        for j, name in enumerate(track.names):
+            if name in col:
+                W[:, col[name]] = np.interp(np.asarray(frames, np.float64), tf, track.weights[:, j])
+    return torch.from_numpy(W).to(ctx.device)
+
+
+def _progress_preview(img: torch.Tensor, size: int) -> np.ndarray:
+    import torch.nn.functional as F
+    x = F.interpolate(img.detach()[None].permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                      antialias=True, align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
+    x = torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(1e-6) ** (1 / 2.4) - 0.055)
+    return (x * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def adapt(ctx: AvatarContext, net: StyleNet, guidance, target: Target, cameras, frame_w: torch.Tensor,
+          cfg: AdaptConfig, progress=None, is_cancelled=None, render_fn=None) -> AdaptResult:
+    """Adapt ``net``'s bias mappers in place to ``target``.
+
+    cameras: list of :class:`shared.camera.Camera` (views are drawn from them);
+    frame_w: ``[N,K]`` expression weights of the frames to draw from.
+    ``progress(stage, step, total, losses, preview)``; ``is_cancelled()`` checked
+    before every step (raises :class:`Cancelled`). Only
+    ``net.mapper_parameters()`` change; everything else is frozen.
+    """
+    t0 = time.time()
+    if not cameras:
+        raise InvalidParams("No cameras were given: add at least one camera to the rig.")
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    mapper_ids = {id(p) for p in net.mapper_parameters()}
+    for p in net.parameters():
+        p.requires_grad_(id(p) in mapper_ids)
+    with torch.no_grad():
+        feats = net.encode(ctx.identity)  # the encoder is frozen: compute once
+    opt = torch.optim.Adam(net.mapper_parameters(), lr=cfg.lr)
+    S = cfg.render_size
+    n = cfg.views_per_step
+    crop = guidance.image_size
+    base_tex = list(ctx.base_albedo)
+    orig_cache: dict[tuple[int, int], torch.Tensor] = {}
+    w_id = float(np.clip(cfg.identity, 0.0, 1.0)) * cfg.identity_scale
+    history, stopped, step = [], "done", 0
+
+    for step in range(cfg.steps):
+        if is_cancelled and is_cancelled():
+            raise Cancelled("Stylization was cancelled.")
+        if cfg.time_budget_s and time.time() - t0 > cfg.time_budget_s and step > 0:
+            stopped = "time_budget"
+            break
+        ci = torch.randint(len(cameras), (n,), generator=gen).tolist()
+        fi = torch.randint(frame_w.shape[0], (n,), generator=gen).tolist()
+        bg = augment.random_backgrounds(n, S, S, gen).to(ctx.device)
+        H = augment.crop_params(n * cfg.crops_per_view, gen)
+        cams = [cameras[c] for c in ci]
+
+        dec = ctx.decode(net, feats)
+        wts = frame_w[fi]
+        out = ctx.render(ctx.posed(wts, dec), list(dec.albedo), cams, S, ("color", "grey", "alpha"),
+                         render_fn=render_fn)
+        with torch.no_grad():
+            need = [(c, f) for c, f in zip(ci, fi) if (c, f) not in orig_cache]
+            if need:
+                o = ctx.render(ctx.posed(frame_w[[f for _, f in need]]), base_tex, [cameras[c] for c, _ in need],
+                               S, ("color", "alpha"), render_fn=render_fn)
+                for k, key in enumerate(need):
+                    orig_cache[key] = torch.cat([o["color"][k], o["alpha"][k]], -1)
+            orig = torch.stack([orig_cache[(c, f)] for c, f in zip(ci, fi)])
+        img_s = augment.composite(out["color"], out["alpha"], bg)
+        img_g = augment.composite(out["grey"], out["alpha"], bg)
+        img_o = augment.composite(orig[..., :3], orig[..., 3:], bg)
+        rep = lambda x: x.repeat_interleave(cfg.crops_per_view, 0)  # noqa: E731
+        x_s = augment.warp(rep(img_s), H, crop)
+        x_g = augment.warp(rep(img_g), H, crop)
+        e_s = guidance.encode_image(x_s)
+        e_g = guidance.encode_image(x_g)
+        with torch.no_grad():
+            e_o = guidance.encode_image(augment.warp(rep(img_o), H, crop))
+
+        parts = []
+        for kind, w, emb in target.terms:
+            if kind == "text":
+                l = (losses.text_loss(e_s, emb) + cfg.geometry_weight * losses.text_loss(e_g, emb)
+                     + cfg.directional_weight * losses.directional_loss(e_s, e_o, emb, target.neutral))
+            else:
+                l = losses.image_loss(e_s, emb) + cfg.geometry_weight * losses.image_loss(e_g, emb)
+            parts.append((w, l))
+        l_style = losses.weighted_mix(parts)
+        l_id = losses.identity_loss(e_s, e_o)
+        offs = torch.cat([dec.neutral[None], dec.bs_offsets], 0)
+        l_off = losses.offset_magnitude(offs, ctx.head_size * net.cfg.max_offset_frac)
+        l_lap = losses.laplacian_loss(offs, ctx.edges, ctx.vertices.shape[0], ctx.head_size * net.cfg.max_offset_frac)
+        l_tex = losses.texture_regularizer(dec.albedo, ctx.base_albedo, ctx.mask)
+        total = (l_style + w_id * l_id + cfg.offset_weight * 1e-2 * l_off + cfg.laplacian_weight * l_lap
+                 + cfg.texture_weight * l_tex)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        rec = {"total": float(total.detach()), "style": float(l_style.detach()), "identity": float(l_id.detach()),
+               "offset": float(l_off.detach()), "laplacian": float(l_lap.detach()), "texture": float(l_tex.detach())}
+        history.append(rec)
+        if progress:
+            prev = None
+            if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.steps - 1):
+                prev = _progress_preview(img_s[0], cfg.preview_size)
+            progress("adapt", step + 1, cfg.steps, rec, prev)
+    else:
+        step = cfg.steps
+    done = len(history)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    with torch.no_grad():
+        dec = ctx.decode(net)
+    return AdaptResult(decoded=dec, history=history, steps_done=done, stopped=stopped, seconds=time.time() - t0)
+
+
+def mapper_state(net: StyleNet) -> list[torch.Tensor]:
+    """Detached copies of the bias mappers' parameters (the adapted subset)."""
+    return [p.detach().clone() for p in net.mapper_parameters()]
+
+
+def load_mapper_state(net: StyleNet, state: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for p, s in zip(net.mapper_parameters(), state):
+            p.copy_(s)
+
+
+@torch.no_grad()
+def evaluate(ctx: AvatarContext, net: StyleNet, guidance, target: Target, cameras, frame_w: torch.Tensor,
+             render_size: int = 128, render_fn=None) -> float:
+    """Guidance (style) loss on a fixed set: every camera at every frame, flat
+    grey background, no crop. The comparable number the benchmarks plot."""
+    dec = ctx.decode(net)
+    C, N = len(cameras), frame_w.shape[0]
+    cams = [c for c in cameras for _ in range(N)]
+    wts = frame_w.repeat(C, 1)
+    bg = torch.full((3,), 0.5, device=ctx.device)
+    out = ctx.render(ctx.posed(wts, dec), list(dec.albedo), cams, render_size, ("color", "grey"),
+                     background=bg, render_fn=render_fn)
+    orig = ctx.render(ctx.posed(wts), list(ctx.base_albedo), cams, render_size, ("color",), background=bg,
+                      render_fn=render_fn)
+    e_s, e_g = guidance.encode_image(out["color"]), guidance.encode_image(out["grey"])
+    e_o = guidance.encode_image(orig["color"])
+    parts = []
+    for kind, w, emb in target.terms:
+        if kind == "text":
+            l = losses.text_loss(e_s, emb) + 0.5 * losses.text_loss(e_g, emb) + \
+                0.5 * losses.directional_loss(e_s, e_o, emb, target.neutral)
+        else:
+            l = losses.image_loss(e_s, emb) + 0.5 * losses.image_loss(e_g, emb)
+        parts.append((w, l))
+    return float(losses.weighted_mix(parts))

@@ -1,0 +1,250 @@
+"""Blender scene -> :class:`AvatarData` (the extraction half of the scene I/O).
+
+Reads what the backend needs from mesh objects, without torch:
+
+- vertices in world space (object world matrix applied in float64, rounded
+  to float32), before shape keys: the reference (basis) key when the mesh
+  has shape keys, else the depsgraph-evaluated mesh when modifiers are on;
+- loop triangles and the active UV layer, per corner;
+- one texture set per material in order of first use (Principled BSDF Base
+  Colour linked to an Image Texture, else its colour as a flat image);
+- shape keys as world-space deltas relative to their relative key;
+- the expression track: every shape-key F-curve evaluated at each whole frame
+  of the scene's frame range (not only at keyframes).
+
+The arithmetic mirrors ``backend.avatar.gltf_io`` so a GLB imported by
+Blender's glTF importer and extracted here has the same content hash as the
+backend's own loading of the file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._shared import avatar as mm_avatar
+from ._shared import errors as mm_errors
+
+
+def _matrix(ob) -> np.ndarray:
+    return np.array([list(r) for r in ob.matrix_world], np.float64)
+
+
+def _apply(M: np.ndarray, p32: np.ndarray) -> np.ndarray:
+    """float32 points through a float64 affine matrix, rounded to float32 (as the backend)."""
+    if np.array_equal(M, np.eye(4)):
+        return p32.copy()
+    return (p32.astype(np.float64) @ M[:3, :3].T + M[:3, 3]).astype(np.float32)
+
+
+def _co(seq, n: int) -> np.ndarray:
+    a = np.empty(n * 3, np.float32)
+    seq.foreach_get("co", a)
+    return a.reshape(n, 3)
+
+
+def _has_modifiers(ob) -> bool:
+    return any(m.show_viewport for m in ob.modifiers)
+
+
+def _mesh_for(ob, depsgraph):
+    """(mesh, owned) - the evaluated mesh when modifiers change it and there are no shape keys."""
+    me = ob.data
+    if me.shape_keys is None and _has_modifiers(ob) and depsgraph is not None:
+        ev = ob.evaluated_get(depsgraph)
+        return ev.to_mesh(preserve_all_data_layers=True, depsgraph=depsgraph), ev
+    return me, None
+
+
+def _find_image_node(node, seen=None):
+    """The first Image Texture node upstream of ``node`` (through any links)."""
+    seen = seen if seen is not None else set()
+    if node is None or node.name in seen:
+        return None
+    seen.add(node.name)
+    if node.type == "TEX_IMAGE" and node.image is not None:
+        return node
+    for inp in node.inputs:
+        for link in inp.links:
+            found = _find_image_node(link.from_node, seen)
+            if found is not None:
+                return found
+    return None
+
+
+def _image_pixels(img) -> np.ndarray:
+    """[H,W,3] uint8 sRGB, row 0 at the top, from a Blender image."""
+    w, h = img.size
+    if w == 0 or h == 0:
+        raise mm_errors.InvalidAvatar(
+            f"Image '{img.name}' has no pixels (is its file missing? {img.filepath!r}); "
+            f"reload or repack it.")
+    px = np.empty(w * h * img.channels, np.float32)
+    img.pixels.foreach_get(px)
+    px = px.reshape(h, w, img.channels)[::-1]
+    rgb = px[..., :3] if img.channels >= 3 else np.repeat(px[..., :1], 3, -1)
+    if img.is_float and img.colorspace_settings.name in ("Linear Rec.709", "Linear", "Non-Color"):
+        rgb = mm_avatar.linear_to_srgb(rgb)
+    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def texture_set_for(mat) -> "mm_avatar.TextureSet":
+    """Texture set of a material (None = an empty slot: Blender's default grey)."""
+    if mat is None:
+        return mm_avatar.TextureSet("default", mm_avatar.flat_image((0.8, 0.8, 0.8)), (0.8, 0.8, 0.8))
+    color = tuple(float(c) for c in mat.diffuse_color[:3])
+    nt = mat.node_tree if getattr(mat, "node_tree", None) else None
+    if nt is not None:
+        bsdf = next((n for n in nt.nodes if n.type == "BSDF_PRINCIPLED"), None)
+        if bsdf is not None:
+            inp = bsdf.inputs["Base Color"]
+            color = tuple(float(c) for c in inp.default_value[:3])
+            if inp.is_linked:
+                node = _find_image_node(inp.links[0].from_node)
+                if node is not None:
+                    return mm_avatar.TextureSet(mat.name, _image_pixels(node.image), color)
+    return mm_avatar.TextureSet(mat.name, mm_avatar.flat_image(color), color)
+
+
+def _fcurves(id_data):
+    """F-curves of an ID's active action (Blender 4.4+ layered actions, or legacy)."""
+    ad = getattr(id_data, "animation_data", None)
+    if ad is None or ad.action is None:
+        return []
+    action = ad.action
+    try:
+        from bpy_extras import anim_utils
+        slot = getattr(ad, "action_slot", None)
+        if slot is not None:
+            bag = anim_utils.action_get_channelbag_for_slot(action, slot)
+            return list(bag.fcurves) if bag is not None else []
+    except (ImportError, AttributeError):
+        pass
+    return list(getattr(action, "fcurves", []))
+
+
+def expression_track(objects, scene, frame_range=None) -> "mm_avatar.ExpressionTrack | None":
+    """Shape-key weights at every whole frame of ``frame_range`` (default: the scene's range).
+
+    Names: key blocks driven by an F-curve, in key-block order, first object first."""
+    start, end = frame_range or (scene.frame_start, scene.frame_end)
+    frames = np.arange(int(start), int(end) + 1, dtype=np.float64)
+    names, cols = [], []
+    for ob in objects:
+        keys = ob.data.shape_keys
+        if keys is None:
+            continue
+        by_path = {fc.data_path: fc for fc in _fcurves(keys)}
+        for kb in keys.key_blocks[1:]:
+            fc = by_path.get(f'key_blocks["{kb.name}"].value')
+            if fc is None or kb.name in names:
+                continue
+            names.append(kb.name)
+            cols.append([fc.evaluate(float(f)) for f in frames])
+    if not names or len(frames) == 0:
+        return None
+    fps = scene.render.fps / (scene.render.fps_base or 1.0)
+    return mm_avatar.ExpressionTrack(frames=frames.astype(np.float32), names=names,
+                                     weights=np.asarray(cols, np.float32).T.copy(), fps=float(fps))
+
+
+def extract_avatar(objects, depsgraph=None, *, scene=None, frame_range=None, with_track=True,
+                   name=None) -> "mm_avatar.AvatarData":
+    """AvatarData for one or several mesh objects (joined in the given order).
+
+    objects: mesh objects; depsgraph: for modifier evaluation (default: the
+    context's); scene: for the frame range and fps (default: the context's);
+    frame_range: (first, last) whole frames for the expression track.
+    Raises InvalidAvatar with a sentence naming the object for non-meshes,
+    meshes without faces or without a UV map. The scene is not modified.
+    """
+    import bpy
+
+    objects = list(objects)
+    if not objects:
+        raise mm_errors.InvalidAvatar("Select the avatar mesh (one or more mesh objects) first.")
+    scene = scene or bpy.context.scene
+    if depsgraph is None:
+        try:
+            depsgraph = bpy.context.evaluated_depsgraph_get()
+        except Exception:
+            depsgraph = None
+    V, F, CUV, FM, sets, mats = [], [], [], [], [], []
+    shape_parts = []
+    names: list[str] = []
+    nv = 0
+    for ob in objects:
+        if ob.type != "MESH":
+            raise mm_errors.InvalidAvatar(f"'{ob.name}' is a {ob.type.lower()}, not a mesh; select mesh "
+                                          f"objects only.")
+        me, owner = _mesh_for(ob, depsgraph)
+        try:
+            n = len(me.vertices)
+            me.calc_loop_triangles()
+            nt = len(me.loop_triangles)
+            if nt == 0:
+                raise mm_errors.InvalidAvatar(f"Mesh '{ob.name}' has no faces.")
+            uvl = me.uv_layers.active
+            if uvl is None:
+                raise mm_errors.InvalidAvatar(f"Mesh '{ob.name}' has no UV map: unwrap it (UV > Smart UV "
+                                              f"Project) before stylizing.")
+            tv = np.empty(nt * 3, np.int32)
+            me.loop_triangles.foreach_get("vertices", tv)
+            tl = np.empty(nt * 3, np.int32)
+            me.loop_triangles.foreach_get("loops", tl)
+            tm = np.empty(nt, np.int32)
+            me.loop_triangles.foreach_get("material_index", tm)
+            luv = np.empty(len(me.loops) * 2, np.float32)
+            uvl.uv.foreach_get("vector", luv)
+            M = _matrix(ob)
+            keys = me.shape_keys
+            if keys is not None:
+                ref = keys.reference_key
+                base_local = _co(ref.data, n)
+            else:
+                base_local = _co(me.vertices, n)
+            base = _apply(M, base_local)
+            deltas = {}
+            if keys is not None:
+                world = {ref.name: base}
+                for kb in keys.key_blocks:
+                    if kb.name not in world:
+                        world[kb.name] = _apply(M, _co(kb.data, n))
+                for kb in keys.key_blocks:
+                    if kb == ref:
+                        continue
+                    rel = kb.relative_key.name if kb.relative_key is not None else ref.name
+                    deltas[kb.name] = world[kb.name] - world[rel]
+                    if kb.name not in names:
+                        names.append(kb.name)
+            slots = [s.material for s in ob.material_slots]
+            fm = np.empty(nt, np.int32)
+            # texture sets in order of first use over the triangles
+            used, first = np.unique(tm, return_index=True)
+            first_use = {int(m): int(t) for m, t in zip(used, first)}
+            for mi in sorted(first_use, key=first_use.get):
+                mat = slots[mi] if 0 <= mi < len(slots) else None
+                key = mat.name if mat is not None else None
+                if key not in mats:
+                    mats.append(key)
+                    sets.append(texture_set_for(mat))
+                fm[tm == mi] = mats.index(key)
+        finally:
+            if owner is not None:
+                owner.to_mesh_clear()
+        V.append(base)
+        F.append(tv.reshape(-1, 3).astype(np.int64) + nv)
+        CUV.append(luv.reshape(-1, 2)[tl])
+        FM.append(fm)
+        shape_parts.append((nv, nv + n, deltas))
+        nv += n
+    vertices = np.concatenate(V)
+    blend = np.zeros((len(names), nv, 3), np.float32)
+    for a, b, deltas in shape_parts:
+        for k, d in deltas.items():
+            blend[names.index(k), a:b] = d
+    uvs, uv_faces = mm_avatar.index_corner_uvs(np.concatenate(CUV))
+    track = expression_track(objects, scene, frame_range) if with_track else None
+    return mm_avatar.AvatarData(
+        vertices=vertices, faces=np.concatenate(F), uvs=uvs, uv_faces=uv_faces,
+        face_material=np.concatenate(FM), texture_sets=sets, blendshape_names=names,
+        blendshapes=blend, track=track, name=name or objects[0].name)
