@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import zmq
+import zmq.auth
 
 from shared import PROTOCOL_VERSION, avatar as avatar_mod, codec, protocol
 from shared.errors import (BadMessage, Cancelled, Internal, InvalidParams, MetamorphError,
@@ -225,7 +226,6 @@ class Server:
         router.setsockopt(zmq.HEARTBEAT_TTL, 3 * ivl)
         if self.security == "curve":
             from zmq.auth.thread import ThreadAuthenticator
-            import zmq.auth
             pub, sec = zmq.auth.load_certificate(self.cfg.curve_secret_key)
             if not sec:
                 raise ConfigError(f"{self.cfg.curve_secret_key} holds no secret key; pass the "
@@ -294,7 +294,11 @@ class Server:
             worker.join(timeout=10)
             if worker.is_alive():
                 log.warning("the running job did not stop within 10 s; exiting anyway")
-            for s in (self.router, self.inbox, self.outbox):
+            # Forward what the worker said last (e.g. "cancelled") before leaving.
+            while self.inbox.poll(0, zmq.POLLIN):
+                self.router.send_multipart(self.inbox.recv_multipart(copy=False), copy=False)
+            self.router.close(linger=500)
+            for s in (self.inbox, self.outbox):
                 s.close(linger=0)
             if self._auth is not None:
                 self._auth.stop()
@@ -529,6 +533,8 @@ class Server:
                 job = self.queue.popleft()
                 job.state = "running"
                 self.running = job
+            # Tell its client it left the queue, and the others that they moved up.
+            self._emit(job.identity, self._progress_frames(job, "started", 0, 0, None, None, 0))
             self._announce_queue()
             frames, state = self._run_job(job)
             with self._lock:

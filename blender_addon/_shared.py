@@ -7,6 +7,6 @@ package is used. Add a submodule here when the add-on needs one.
 """
 
 try:
-    from .shared import avatar, camera, errors, stylize  # noqa: F401  (bundled extension)
+    from .shared import avatar, camera, client, codec, errors, protocol, stylize  # noqa: F401  (bundled extension)
 except ImportError:
-    from shared import avatar, camera, errors, stylize  # noqa: F401  (repository checkout)
+    from shared import avatar, camera, client, codec, errors, protocol, stylize  # noqa: F401  (repository checkout)

@@ -23,6 +23,7 @@ import numpy as np
 from ._shared import errors
 
 _current = None  # the running Job (one at a time)
+last = None  # the last finished Job, for scripts and tests to inspect
 
 
 def current():
@@ -100,9 +101,9 @@ class Job:
         self.state = "running"
         try:
             self._main()
-            self.tick()
+            self.tick(budget_s=1e9)
         finally:
-            _current = None
+            self.release()
 
     def cancel(self):
         self.cancel_event.set()
@@ -135,9 +136,10 @@ class Job:
         return self.state
 
     def release(self):
-        global _current
+        global _current, last
         if _current is self:
             _current = None
+        last = self
 
 
 def run_job(client, post, cancelled, kind: str, params: dict, arrays: dict,

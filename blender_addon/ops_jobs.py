@@ -82,8 +82,10 @@ def image_term_array(image) -> np.ndarray:
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def build_request(context, objects, avatar_id: str):
-    """(StylizeRequest, arrays) from the panel settings. Main thread only."""
+def build_request(context, objects, avatar_id: str, track=None):
+    """(StylizeRequest, arrays) from the panel settings; ``track`` (the avatar's
+    ExpressionTrack) travels with the request because the server caches avatars
+    by content hash, which leaves the animation out. Main thread only."""
     s = context.scene.metamorph
     terms, arrays = [], {}
     for t in s.terms:
@@ -103,7 +105,10 @@ def build_request(context, objects, avatar_id: str):
         avatar_id=avatar_id, terms=terms, cameras=cams,
         frames=[float(f) for f in selection.frames(context)], identity=float(s.identity),
         steps=int(s.steps), preset=s.preset, seed=int(s.seed), guidance=s.guidance,
-        texture_size=int(s.texture_size), pass_resolution=int(s.pass_resolution), name=name[:64])
+        texture_size=int(s.texture_size), pass_resolution=int(s.pass_resolution), name=name[:64],
+        track=None if track is None else {
+            "names": list(track.names), "frames": [float(f) for f in track.frames],
+            "weights": np.asarray(track.weights, np.float32).tolist()})
     return req, arrays
 
 
@@ -111,7 +116,8 @@ def extract(context, objects):
     """The avatar for ``objects`` via :mod:`scene_io` (with the expression track),
     validated locally so a bad mesh is reported before anything is sent."""
     from . import scene_io
-    av = scene_io.extract_avatar(objects, scene=context.scene)
+    fr = selection.frames(context)
+    av = scene_io.extract_avatar(objects, scene=context.scene, frame_range=(fr[0], fr[-1]))
     mm_avatar.validate(av)
     return av
 
@@ -286,16 +292,18 @@ class MM_OT_stylize(_JobOperator, bpy.types.Operator):
         return job
 
 
-def make_stylize_job(context, objects):
+def make_stylize_job(context, objects, extra_params: dict | None = None):
     """(Job, apply) for stylizing ``objects`` with the panel's settings; ``apply`` is
-    the main-thread callback :func:`conclude` runs on the result. Raises
-    MetamorphError/ValueError for a scene that cannot be sent."""
+    the main-thread callback :func:`conclude` runs on the result. ``extra_params``
+    are merged into the request's params (scripts: e.g. engine overrides).
+    Raises MetamorphError/ValueError for a scene that cannot be sent."""
     av = extract(context, objects)
     aid = mm_avatar.content_hash(av)
-    req, arrays = build_request(context, objects, aid)
+    req, arrays = build_request(context, objects, aid, av.track)
     names = [o.name for o in objects]
     cam_names = [c.name for c in req.cameras]
-    work = functools.partial(jobs.run_job, kind="stylize", params=req.to_params(),
+    params = {**req.to_params(), **(extra_params or {})}
+    work = functools.partial(jobs.run_job, kind="stylize", params=params,
                              arrays=arrays, avatar=av, avatar_id=aid)
 
     def apply(context, body, arrays):
@@ -323,7 +331,9 @@ def apply_stylize_result(context, objects, res, camera_names=None) -> str:
         saved = passes.save_passes(res.passes, cams, frames, folder)
         passes.load_pass_images(saved, name)
     results.record_result(context.scene, name, copies, folder)
-    return f"'{name}' applied ({len(copies)} object(s), {len(res.passes)} pass(es))."
+    msg = f"'{name}' applied ({len(copies)} object(s), {len(res.passes)} pass(es))."
+    warning = (res.body.get("metadata") or {}).get("warning")
+    return f"{msg} {warning}" if warning else msg
 
 
 class MM_OT_cancel(bpy.types.Operator):

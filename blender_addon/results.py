@@ -58,10 +58,14 @@ def image_from_array(name: str, img: np.ndarray, colorspace: str = "sRGB", pack:
                              float_buffer=img.dtype != np.uint8)
     im.colorspace_settings.name = colorspace
     rgba = np.ones((h, w, 4), np.float32)
-    src = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-    rgba[..., :src.shape[2]] = src
-    # Blender's buffers start at the bottom row.
-    im.pixels.foreach_set(rgba[::-1].ravel())
+    c = img.shape[2]
+    # Blender's buffers start at the bottom row: write the rows flipped.
+    if img.dtype == np.uint8:
+        lut = np.arange(256, dtype=np.float32) / 255.0
+        np.take(lut, img[::-1], out=rgba[..., :c])
+    else:
+        rgba[..., :c] = img[::-1]
+    im.pixels.foreach_set(rgba.ravel())
     im.update()
     if pack:
         im.pack()
@@ -176,21 +180,49 @@ def _apply(scene, objects, result, name, created):
         obj["metamorph_style"] = name
         obj["metamorph_source"] = src.name
 
+        # Offsets arrive in world space (the avatar is extracted in world space);
+        # a displacement maps back to object space through the inverse linear part.
+        lin = np.array(src.matrix_world, dtype=np.float64)[:3, :3]
+        to_local = np.linalg.inv(lin).T if abs(np.linalg.det(lin)) > 1e-12 else np.eye(3)
+
+        identity = np.allclose(to_local, np.eye(3), rtol=0, atol=1e-12)
+
+        def local(d):
+            if identity:  # the usual case; skips 50k x 3 matmuls per shape key
+                return d
+            return (d.astype(np.float64) @ to_local).astype(np.float32)
+
+        neutral_l = local(neutral[sl])
         rest = np.empty(n * 3, np.float32)
         src.data.vertices.foreach_get("co", rest)
-        rest = rest.reshape(n, 3)
-        new_rest = rest + neutral[sl]
+        new_rest = rest.reshape(n, 3) + neutral_l
         mesh.vertices.foreach_set("co", new_rest.ravel())
         key = mesh.shape_keys
         if key is not None:
             ref = key.reference_key
+            old = {}
             buf = np.empty(n * 3, np.float32)
             for kb in key.key_blocks:
                 kb.data.foreach_get("co", buf)
-                co = buf.reshape(n, 3) + neutral[sl]
-                if kb != ref and kb.name in names:
-                    co += shape_off[names.index(kb.name), sl]
-                kb.data.foreach_set("co", co.ravel())
+                old[kb.name] = buf.reshape(n, 3).copy()
+            new = {ref.name: old[ref.name] + neutral_l}
+
+            def stylized(kb, depth=0):
+                # Each key keeps its delta to its relative key plus its own offset, so
+                # chains of relative keys stay consistent.
+                if kb.name in new:
+                    return new[kb.name]
+                rel = kb.relative_key if kb.relative_key is not None else ref
+                if rel == kb or depth > len(key.key_blocks):
+                    base, delta = new[ref.name], old[kb.name] - old[ref.name]
+                else:
+                    base, delta = stylized(rel, depth + 1), old[kb.name] - old[rel.name]
+                off = local(shape_off[names.index(kb.name), sl]) if kb.name in names else 0.0
+                new[kb.name] = base + delta + off
+                return new[kb.name]
+
+            for kb in key.key_blocks:
+                kb.data.foreach_set("co", stylized(kb).ravel())
             src_key = src.data.shape_keys
             if src_key.animation_data is not None:
                 if key.animation_data is None:

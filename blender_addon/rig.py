@@ -113,7 +113,7 @@ def create_turntable_rig(scene, objects, count: int = 8, elevations=(0.0, 25.0, 
     pivot.rotation_euler = (0.0, 0.0, 0.0)
     pivot.keyframe_insert("rotation_euler", index=2, frame=f0)
     # One full turn ending one frame after the range so the loop does not repeat a frame.
-    pivot.rotation_euler = (0.0, 0.0, 2 * math.pi * (f1 - f0 + 1) / max(1, f1 - f0 + 1))
+    pivot.rotation_euler = (0.0, 0.0, 2 * math.pi)
     pivot.keyframe_insert("rotation_euler", index=2, frame=f1 + 1)
     for fc in _object_fcurves(pivot):
         for kp in fc.keyframe_points:

@@ -43,7 +43,8 @@ def _co(seq, n: int) -> np.ndarray:
 
 
 def _has_modifiers(ob) -> bool:
-    return any(m.show_viewport for m in ob.modifiers)
+    # an Armature modifier only poses the rest shape: the avatar is the rest shape
+    return any(m.show_viewport and m.type != "ARMATURE" for m in ob.modifiers)
 
 
 def _mesh_for(ob, depsgraph):

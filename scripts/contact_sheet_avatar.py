@@ -104,6 +104,7 @@ def setup_scene(bpy, size):
     for loc, energy in (((-0.6, -1.0, 0.8), 120.0), ((0.8, -0.6, 0.5), 50.0), ((0.0, 1.0, 0.9), 60.0)):
         li = bpy.data.objects.new("light", bpy.data.lights.new("light", "POINT"))
         li.data.energy = energy
+        li.data.shadow_soft_size = 0.35          # soft shadows: no hard nose-shadow lines
         li.location = loc
         sc.collection.objects.link(li)
     return cam

@@ -34,6 +34,7 @@ from . import codec, protocol
 from .errors import MetamorphError, ServerUnavailable, TooLarge, error_from_body
 from .protocol import Message
 
+PING_PREFIX = "ping-"  # our automatic heartbeats; their replies only prove the server lives
 INBOX_CAP = 10_000  # buffered messages nobody asked for yet; oldest progress dropped beyond
 
 
@@ -121,9 +122,10 @@ class Client:
         return self._sock is None
 
     # low level -----------------------------------------------------------------------
-    def send(self, kind: str, body: Mapping | None = None, arrays: Mapping[str, Any] | None = None) -> str:
+    def send(self, kind: str, body: Mapping | None = None, arrays: Mapping[str, Any] | None = None,
+             rid: str | None = None) -> str:
         """Send one request without waiting; -> its request id."""
-        rid = protocol.new_id()
+        rid = rid or protocol.new_id()
         frames = protocol.encode(kind, rid, body, arrays)
         try:
             self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
@@ -141,7 +143,7 @@ class Client:
         if now - self._last_ping >= self.heartbeat_s:
             self._last_ping = now
             try:
-                self.send("heartbeat")
+                self.send("heartbeat", rid=PING_PREFIX + protocol.new_id()[:16])
             except ServerUnavailable:
                 pass  # reported below if nothing comes back in time
         ms = max(0, int(timeout_s * 1000))
@@ -159,7 +161,7 @@ class Client:
                 except MetamorphError as e:
                     bad = bad or e
                     continue
-                if msg.kind != "heartbeat":
+                if not (msg.kind == "heartbeat" and msg.id.startswith(PING_PREFIX)):
                     self._store(msg)
         if bad is not None:
             raise bad

@@ -102,7 +102,7 @@ def _frame_buffer(frame) -> memoryview:
 
 
 def array_from_frame(desc: Mapping, frame) -> np.ndarray:
-    """Build the (read-only, zero-copy) array a descriptor announces from one frame.
+    """Build the (zero-copy) array a descriptor announces from one frame.
 
     Raises :class:`BadMessage` when the frame length is not exactly the declared
     byte count, a float array holds NaN/inf, or a bool array holds bytes other

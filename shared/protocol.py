@@ -32,6 +32,7 @@ Reply bodies (server -> client):
     cancel      {job_id, state}
     status      {jobs: [{job_id, kind, state, queue_position}], running, queued}
     progress    {job_id, stage, step, total, losses: {name: float}, queue_position}
+                stage "queued" (position = jobs ahead), "started", then the handler's stages
                 optional array "preview" [h,w,3] uint8 sRGB, row 0 top
     result      {job_id, result: map}, arrays = the job's outputs
     error       {code, message, details, job_id?}  (see shared.errors)
@@ -107,8 +108,8 @@ bigger than uploads (render passes for many cameras x frames)."""
 
 @dataclass
 class Message:
-    """One decoded message. ``arrays`` are read-only views of the received frames
-    (copy them before writing)."""
+    """One decoded message. ``arrays`` are zero-copy views of the received frames
+    (read-only when the frames were bytes)."""
 
     kind: str
     id: str
@@ -172,7 +173,7 @@ def decode(frames: list, limits: Limits, *, from_client: bool) -> Message:
     if not isinstance(h, dict):
         raise BadMessage("The message header must be a msgpack map.")
     v = h.get("v")
-    if v != PROTOCOL_VERSION:
+    if type(v) is not int or v != PROTOCOL_VERSION:  # True == 1 and 1.0 == 1 in Python
         raise VersionMismatch(
             f"This peer speaks Metamorph protocol {PROTOCOL_VERSION} but the message uses "
             f"{v!r}; update the add-on and the server to the same release.",

@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def start_server(workdir, heartbeat_s: float = 0.5, extra=()) -> tuple[subprocess.Popen, str]:
     """Start the server bound to a free loopback port; returns (process, endpoint)."""
+    os.makedirs(str(workdir), exist_ok=True)
     ready = os.path.join(str(workdir), f"ready-{time.monotonic_ns()}.json")
     log = open(os.path.join(str(workdir), "server.log"), "ab")
     proc = subprocess.Popen(

@@ -283,6 +283,40 @@ def test_apply_splits_offsets_over_several_meshes(scene):
     assert [m.name for m in copies[0].data.materials] == ["clay Eyes skin"]
 
 
+def test_apply_maps_world_space_offsets_into_object_space(scene):
+    # The avatar travels in world space; a rotated, scaled object must still move
+    # by exactly the world-space offsets.
+    obj = make_avatar()
+    obj.scale = (2.0, 2.0, 0.5)
+    obj.rotation_euler = (0.3, 0.0, 1.2)
+    bpy.context.view_layer.update()
+    res = fake_result([obj])
+    n = len(obj.data.vertices)
+    res.neutral_offsets = np.tile(np.float32([0.01, -0.02, 0.03]), (n, 1))
+    res.blendshape_offsets[:] = 0
+    res.blendshape_offsets[0, :, 0] = 0.004
+    c = results.apply_result(scene, [obj], res)[0]
+    bpy.context.view_layer.update()
+    M = np.array(obj.matrix_world)
+
+    def world(ob, co):
+        return co @ M[:3, :3].T + M[:3, 3]
+
+    def coords(seq):
+        a = np.empty(n * 3, np.float32)
+        seq.foreach_get("co", a)
+        return a.reshape(n, 3).astype(np.float64)
+
+    assert np.allclose(world(c, coords(c.data.vertices)) - world(obj, coords(obj.data.vertices)),
+                       [0.01, -0.02, 0.03], atol=1e-5)
+    k0 = res.body["blendshape_names"][0]
+    d_new = world(c, coords(c.data.shape_keys.key_blocks[k0].data)) - \
+        world(c, coords(c.data.shape_keys.key_blocks["Basis"].data))
+    d_old = world(obj, coords(obj.data.shape_keys.key_blocks[k0].data)) - \
+        world(obj, coords(obj.data.shape_keys.key_blocks["Basis"].data))
+    assert np.allclose(d_new - d_old, [0.004, 0, 0], atol=1e-5)
+
+
 # -- passes, export, turntables ----------------------------------------------------
 
 def test_pass_images_saved_and_loaded(scene, tmp_path):

@@ -27,14 +27,6 @@ def server(tmp_path_factory):
     stop_server(proc)
 
 
-@pytest.fixture
-def own_server(tmp_path):
-    """A server this test may kill."""
-    proc, endpoint = start_server(tmp_path)
-    yield proc, endpoint
-    stop_server(proc)
-
-
 def _opts(endpoint, hb=2.0):
     return {"address": endpoint, "timeout_s": 10.0, "server_timeout_s": hb,
             "heartbeat_s": min(1.0, hb / 4)}
@@ -118,22 +110,51 @@ def test_cancel_mid_job_ends_cancelled(server):
     assert took < 8.0
 
 
-def test_backend_killed_mid_job_reports_within_heartbeat_timeout(own_server):
-    proc, endpoint = own_server
-    hb = 2.0
-    work = functools.partial(jobs.run_job, kind="selfcheck",
-                             params={"steps": 400, "step_delay_s": 0.05}, arrays={})
-    job = jobs.Job("selfcheck", work, _opts(endpoint, hb))
-    killed = {}
+def test_local_backend_start_stop_and_killed_mid_job(tmp_path):
+    """The add-on starts `metamorph serve` itself (pid file outside the extension),
+    a job on it is reported within the heartbeat timeout when the backend is
+    killed, and stop() cleans up."""
+    import os
+    import signal
+    import socket
+    import sys
 
-    def kill_after_progress(j):
-        if not killed and (j.progress.get("step") or 0) >= 2:
-            proc.kill()
-            killed["t"] = time.monotonic()
+    from blender_addon import backend_process
+    from shared.client import Client
 
-    _drive(job, on_tick=kill_after_progress)
-    waited = time.monotonic() - killed["t"]
-    assert job.state == "failed" and isinstance(job.error, errors.ServerUnavailable)
-    assert "metamorph serve" in job.error.message
-    print(f"dead backend reported after {waited:.2f} s (heartbeat timeout {hb} s)")
-    assert waited < hb + 1.5
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    pid = backend_process.start(sys.executable, address, log_path=str(tmp_path / "backend.log"))
+    try:
+        pf = backend_process.pid_file()
+        assert open(pf).read() == str(pid)
+        assert "blender_addon" not in os.path.abspath(pf)  # never inside the extension
+        with Client(address, timeout_s=60.0) as c:
+            assert c.hello()["device"] in ("cpu", "cuda")
+        assert backend_process.running()
+
+        hb = 2.0
+        work = functools.partial(jobs.run_job, kind="selfcheck",
+                                 params={"steps": 400, "step_delay_s": 0.05}, arrays={})
+        job = jobs.Job("selfcheck", work, _opts(address, hb))
+        killed = {}
+
+        def kill_after_progress(j):
+            if not killed and (j.progress.get("step") or 0) >= 2:
+                os.kill(pid, signal.SIGKILL)
+                killed["t"] = time.monotonic()
+
+        _drive(job, on_tick=kill_after_progress)
+        waited = time.monotonic() - killed["t"]
+        assert job.state == "failed" and isinstance(job.error, errors.ServerUnavailable)
+        assert "metamorph serve" in job.error.message
+        print(f"dead backend reported after {waited:.2f} s (heartbeat timeout {hb} s)")
+        assert waited < hb + 1.5
+        assert not backend_process.running()
+    finally:
+        backend_process.stop()
+    assert not backend_process.running() and not os.path.exists(pf)
+    with pytest.raises(ValueError, match="Local backend Python"):
+        backend_process.start("", address)

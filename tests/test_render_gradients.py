@@ -12,6 +12,16 @@ from backend.render.procedural import checker_texture, look_at, radial_bumps, uv
 from shared.camera import Camera
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These renders are small: on a busy 2-core box torch's thread pool spends more
+    time waiting than working (about 10x here), so run them single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def sphere_tensors(segments=24, rings=12, bumps=0.1, dtype=torch.float64):
     v, f, uv, uf = uv_sphere(segments, rings, bumps=bumps)
     return torch.tensor(v, dtype=dtype), torch.tensor(f), torch.tensor(uv, dtype=dtype), torch.tensor(uf)
@@ -28,12 +38,25 @@ def two_cameras(size):
 def test_texture_gradient_equals_finite_differences():
     v, f, uv, uf = sphere_tensors(16, 8)
     cams = two_cameras(20)
-    tex = torch.tensor(checker_texture(6, 2), dtype=torch.float64, requires_grad=True)
+    tex0 = torch.tensor(checker_texture(6, 2), dtype=torch.float64)
+    weights = torch.rand(2, 20, 20, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
 
-    def fn(t):
-        return render(v[None].expand(2, -1, -1), f, uv, uf, [t], None, cams, passes=("color",))["color"]
+    def loss(t):
+        return (render(v[None].expand(2, -1, -1), f, uv, uf, [t], None, cams, passes=("color",))["color"]
+                * weights).sum()
 
-    assert torch.autograd.gradcheck(fn, (tex,), eps=1e-6, atol=1e-7, rtol=1e-5)
+    tex = tex0.clone().requires_grad_(True)
+    loss(tex).backward()
+    fd = torch.zeros_like(tex0)
+    eps = 1e-6
+    with torch.no_grad():
+        for idx in np.ndindex(*tex0.shape):
+            tp, tm = tex0.clone(), tex0.clone()
+            tp[idx] += eps
+            tm[idx] -= eps
+            fd[idx] = (loss(tp) - loss(tm)) / (2 * eps)
+    assert (fd.abs() > 1e-3).float().mean() > 0.5  # most texels are seen
+    assert torch.allclose(tex.grad, fd, rtol=1e-6, atol=1e-7)
 
 
 def test_vertex_gradient_matches_finite_differences_on_interior_pixels():
@@ -45,12 +68,14 @@ def test_vertex_gradient_matches_finite_differences_on_interior_pixels():
     alpha = base["alpha"][..., 0][:, None]
     interior = (-F.max_pool2d(-alpha, 5, stride=1, padding=2))[:, 0, ..., None]
     assert interior.sum() > 500
-    weights = torch.rand(base["color"].shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    weights = weights * interior
+    gen = torch.Generator().manual_seed(0)
+    passes = ("color", "depth", "normal_camera")
+    weights = {p: torch.rand(base["color"].shape[:3] + (1 if p == "depth" else 3,), generator=gen,
+                             dtype=torch.float64) * interior for p in passes}
 
     def loss(verts):
-        out = render(verts[None].expand(2, -1, -1), f, uv, uf, [tex], None, cams, passes=("color",))
-        return (out["color"] * weights).sum()
+        out = render(verts[None].expand(2, -1, -1), f, uv, uf, [tex], None, cams, passes=passes)
+        return sum((out[p] * weights[p]).sum() for p in passes)
 
     x = v.clone().requires_grad_(True)
     loss(x).backward()
@@ -94,14 +119,14 @@ def views_around(n, size, radius=4.0):
 def test_optimisation_recovers_a_known_texture():
     torch.manual_seed(0)
     v, f, uv, uf = sphere_tensors(32, 16, bumps=0.05, dtype=torch.float32)
-    cams = views_around(6, 64)
+    cams = views_around(6, 48)
     verts = v[None].expand(len(cams), -1, -1)
     target_tex = torch.tensor(checker_texture(16, 4))
     with torch.no_grad():
         target = render(verts, f, uv, uf, [target_tex], None, cams, passes=("color",))["color"]
     tex = torch.full_like(target_tex, 0.5).requires_grad_(True)
     opt = torch.optim.Adam([tex], lr=0.05)
-    for _ in range(80):
+    for _ in range(60):
         opt.zero_grad()
         out = render(verts, f, uv, uf, [tex], None, cams, passes=("color",))["color"]
         F.mse_loss(out, target).backward()
@@ -124,7 +149,7 @@ def test_optimisation_recovers_a_known_smooth_displacement():
     basis = torch.stack([radial_bumps(theta, phi), torch.sin(theta) * torch.sin(phi),
                          torch.cos(2 * theta)], dim=0)  # [3,V]
     true = torch.tensor([0.10, -0.06, 0.05])
-    cams = views_around(6, 64)
+    cams = views_around(6, 48)
     tex = torch.tensor(checker_texture(8, 2))
 
     def shaded(coef):
@@ -135,7 +160,7 @@ def test_optimisation_recovers_a_known_smooth_displacement():
         target = shaded(true)
     coef = torch.zeros(3, requires_grad=True)
     opt = torch.optim.Adam([coef], lr=0.01)
-    for _ in range(100):
+    for _ in range(80):
         opt.zero_grad()
         F.mse_loss(shaded(coef), target).backward()
         opt.step()

@@ -228,6 +228,7 @@ def _mesh_nodes(f: _File):
         roots = [i for i in range(len(nodes)) if i not in children]
     out = []
     seen = set()
+    f.node_world = {}
 
     def walk(i, parent):
         if i in seen or i >= len(nodes):
@@ -235,6 +236,7 @@ def _mesh_nodes(f: _File):
         seen.add(i)
         n = nodes[i]
         M = parent @ _node_local(n)
+        f.node_world[i] = M
         if n.mesh is not None:
             # the same transform expressed in Blender's Z-up space
             out.append((i, _YUP_TO_ZUP @ M @ np.linalg.inv(_YUP_TO_ZUP)))
@@ -382,6 +384,10 @@ def load_glb(path, *, fps: float | None = None, limits: dict | None = None) -> A
             pos_i = getattr(attrs, "POSITION", None)
             if pos_i is None:
                 continue
+            exts = prim.extensions or {}
+            if "KHR_draco_mesh_compression" in exts or "EXT_meshopt_compression" in (f.g.extensionsRequired or []):
+                raise f.err(f"{where} is Draco/meshopt-compressed, which the backend cannot read; "
+                            f"re-export the file without mesh compression.")
             mode = 4 if prim.mode is None else prim.mode
             if prim.indices is not None:
                 idx = f.accessor(prim.indices).reshape(-1).astype(np.int64)
@@ -408,7 +414,9 @@ def load_glb(path, *, fps: float | None = None, limits: dict | None = None) -> A
             if "max_vertices" in limits and nv_new > limits["max_vertices"]:
                 raise TooLarge(f"{f.path}: more than {limits['max_vertices']} vertices.")
             base = pos[uniq]
-            v_bl = _apply(M, _to_blender(base))
+            skin = _skinning(f, node, attrs, uniq, where)
+            Mv = np.eye(4) if skin is not None else M      # a skinned mesh ignores its node transform
+            v_bl = _apply(Mv, _to_blender(_skin(skin, base)))
             P.append(v_bl)
             F.append(inv.reshape(-1, 3).astype(np.int64) + nv)
             cuv = uv[tri].copy()
@@ -433,7 +441,7 @@ def load_glb(path, *, fps: float | None = None, limits: dict | None = None) -> A
                                     f"{len(pos)} vertices.")
                     d = d[uniq]
                 absolute = d + base                                   # float32, as Blender does
-                k_bl = _apply(M, _to_blender(absolute))
+                k_bl = _apply(Mv, _to_blender(_skin(skin, absolute)))
                 deltas[name] = k_bl - v_bl
             bs_parts.append((nv, nv_new, deltas))
             nv = nv_new
@@ -455,6 +463,53 @@ def load_glb(path, *, fps: float | None = None, limits: dict | None = None) -> A
     return av
 
 
+def _skinning(f: _File, node, attrs, uniq, where) -> np.ndarray | None:
+    """Per-vertex bind-pose skinning matrices [n,4,4] (glTF space) for a skinned
+    primitive, or None. Like Blender's importer (skin_into_bind_pose), vertices are
+    put into the skeleton's rest pose: sum_j w_j * world(joint_j) @ inverseBind_j."""
+    g = f.g
+    if node.skin is None or getattr(attrs, "JOINTS_0", None) is None or getattr(attrs, "WEIGHTS_0", None) is None:
+        return None
+    if node.skin >= len(g.skins or []):
+        raise f.err(f"{where}: skin {node.skin} does not exist.")
+    sk = g.skins[node.skin]
+    nj = len(sk.joints)
+    if sk.inverseBindMatrices is not None:
+        ibm = f.accessor(sk.inverseBindMatrices).astype(np.float64).reshape(-1, 4, 4).transpose(0, 2, 1)
+        if len(ibm) != nj:
+            raise f.err(f"{where}: skin {node.skin} has {len(ibm)} inverse bind matrices for {nj} joints.")
+    else:
+        ibm = np.broadcast_to(np.eye(4), (nj, 4, 4))
+    for j in sk.joints:
+        if j not in f.node_world:
+            raise f.err(f"{where}: joint node {j} of skin {node.skin} is not in the scene.")
+    jm = np.stack([f.node_world[j] for j in sk.joints]) @ ibm
+    S = np.zeros((len(uniq), 4, 4))
+    wsum = np.zeros(len(uniq))
+    k = 0
+    while getattr(attrs, f"JOINTS_{k}", None) is not None and getattr(attrs, f"WEIGHTS_{k}", None) is not None:
+        js = f.accessor(getattr(attrs, f"JOINTS_{k}")).astype(np.int64)[uniq]
+        ws = f.accessor(getattr(attrs, f"WEIGHTS_{k}")).astype(np.float64)[uniq]
+        if js.max(initial=0) >= nj:
+            raise f.err(f"{where}: JOINTS_{k} refers to joint {int(js.max())} of a {nj}-joint skin.")
+        for c in range(4):
+            S += ws[:, c, None, None] * jm[js[:, c]]
+            wsum += ws[:, c]
+        k += 1
+    zero = wsum == 0
+    if zero.any():                      # invalid files: Blender gives such vertices to joint 0
+        S[zero] = jm[0]
+        wsum[zero] = 1.0
+    return S / wsum[:, None, None]
+
+
+def _skin(S: np.ndarray | None, p32: np.ndarray) -> np.ndarray:
+    if S is None:
+        return p32
+    p = p32.astype(np.float64)
+    return (np.einsum("nij,nj->ni", S[:, :3, :3], p) + S[:, :3, 3]).astype(np.float32)
+
+
 def _texture_set(f: _File, mi) -> TextureSet:
     g = f.g
     if mi is None:
@@ -473,48 +528,64 @@ def _texture_set(f: _File, mi) -> TextureSet:
 
 
 def _load_track(f: _File, names: list[str], node_of_mesh: dict, fps: float | None) -> ExpressionTrack | None:
+    """The expression track from the first animation (the one Blender's importer
+    leaves active): every morph-weights channel of a mesh node, resampled at whole
+    frames over the union of their key ranges (values held beyond a channel's keys,
+    like Blender's constant extrapolation)."""
     g = f.g
     if not g.animations or not names:
         return None
-    for anim in g.animations:
-        for ch in anim.channels or []:
-            if ch.target is None or ch.target.path != "weights" or ch.target.node is None:
-                continue
-            node = g.nodes[ch.target.node]
-            if node.mesh is None:
-                continue
-            tnames = _target_names(f, g.meshes[node.mesh])
-            s = anim.samplers[ch.sampler]
-            t = f.accessor(s.input).reshape(-1).astype(np.float32)
-            v = f.accessor(s.output).reshape(-1).astype(np.float32)
-            K = len(tnames)
-            if len(t) == 0 or K == 0:
-                continue
-            interp = s.interpolation or "LINEAR"
-            per = 3 * K if interp == "CUBICSPLINE" else K
-            if len(v) != len(t) * per:
-                raise f.err(f"animation '{anim.name}': {len(v)} weight values for {len(t)} keys and {K} targets.")
-            v = v.reshape(len(t), per)
-            if interp == "CUBICSPLINE":
-                v = v[:, K:2 * K]           # the key values; tangents are dropped (linear resample)
-            ex = anim.extras if isinstance(anim.extras, dict) else {}
-            rate = float(fps or ex.get("fps") or DEFAULT_FPS)
-            # Blender keys frame = time * fps in float64, stored as float32
-            kf = (t.astype(np.float64) * rate).astype(np.float32).astype(np.float64)
-            frames = np.arange(np.ceil(kf[0] - 1e-4), np.floor(kf[-1] + 1e-4) + 1)
-            cols, keep = [], []
-            for k, n in enumerate(tnames):
-                if n is None:
-                    continue
-                if interp == "STEP":
-                    j = np.clip(np.searchsorted(kf, frames + 1e-6, side="right") - 1, 0, len(kf) - 1)
-                    cols.append(v[j, k].astype(np.float64))
-                else:
-                    cols.append(np.interp(frames, kf, v[:, k].astype(np.float64)))
-                keep.append(n)
-            return ExpressionTrack(frames=frames.astype(np.float32), names=keep,
-                                   weights=np.stack(cols, -1).astype(np.float32), fps=rate)
-    return None
+    anim = g.animations[0]
+    ex = anim.extras if isinstance(anim.extras, dict) else {}
+    rate = float(fps or ex.get("fps") or DEFAULT_FPS)
+    curves: list[tuple[str, np.ndarray, np.ndarray, str]] = []     # name, key frames, values, interp
+    animated_nodes = set()
+    for ch in anim.channels or []:
+        if ch.target is None or ch.target.path != "weights" or ch.target.node is None:
+            continue
+        if ch.target.node >= len(g.nodes or []) or ch.target.node in animated_nodes:
+            continue
+        node = g.nodes[ch.target.node]
+        if node.mesh is None or node.mesh not in node_of_mesh:
+            continue
+        animated_nodes.add(ch.target.node)
+        tnames = _target_names(f, g.meshes[node.mesh])
+        if ch.sampler is None or ch.sampler >= len(anim.samplers or []):
+            raise f.err(f"animation '{anim.name}' refers to sampler {ch.sampler}, which does not exist.")
+        s = anim.samplers[ch.sampler]
+        t = f.accessor(s.input).reshape(-1).astype(np.float32)
+        v = f.accessor(s.output).reshape(-1).astype(np.float32)
+        K = len(tnames)
+        if len(t) == 0 or K == 0:
+            continue
+        interp = s.interpolation or "LINEAR"
+        per = 3 * K if interp == "CUBICSPLINE" else K
+        if len(v) != len(t) * per:
+            raise f.err(f"animation '{anim.name}': {len(v)} weight values for {len(t)} keys and {K} targets.")
+        v = v.reshape(len(t), per)
+        if interp == "CUBICSPLINE":
+            v = v[:, K:2 * K]           # the key values; tangents are dropped (linear resample)
+        # Blender keys frame = time * fps in float64, stored as float32
+        kf = (t.astype(np.float64) * rate).astype(np.float32).astype(np.float64)
+        for k, n in enumerate(tnames):
+            if n is not None and all(c[0] != n for c in curves):
+                curves.append((n, kf, v[:, k].astype(np.float64), interp))
+    if not curves:
+        return None
+    lo = min(c[1][0] for c in curves)
+    hi = max(c[1][-1] for c in curves)
+    frames = np.arange(np.ceil(lo - 1e-4), np.floor(hi + 1e-4) + 1)
+    cols = []
+    for n, kf, val, interp in curves:
+        if interp == "STEP":
+            j = np.clip(np.searchsorted(kf, frames + 1e-6, side="right") - 1, 0, len(kf) - 1)
+            cols.append(val[j])
+        else:
+            cols.append(np.interp(frames, kf, val))
+    order = [n for n in names if any(c[0] == n for c in curves)]
+    by = {c[0]: col for c, col in zip(curves, cols)}
+    return ExpressionTrack(frames=frames.astype(np.float32), names=order,
+                           weights=np.stack([by[n] for n in order], -1).astype(np.float32), fps=rate)
 
 
 # --------------------------------------------------------------------------- export

@@ -4,7 +4,8 @@ Positions are converted like Blender's OBJ importer with its defaults
 (Y up, -Z forward in the file -> Z up): (x, y, z) -> (x, -z, y). trimesh
 splits vertices at UV seams; they are welded back by exact position so the
 avatar has shared vertices with per-corner UVs (stylization offsets then
-cannot open cracks at seams). One texture set per material, in file order.
+cannot open cracks at seams). One texture set per material, in the order
+trimesh groups them (by material name).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def load_obj(path, *, limits: dict | None = None) -> AvatarData:
     if size > MAX_OBJ_BYTES:
         raise TooLarge(f"{path}: {size} bytes is more than the OBJ limit of {MAX_OBJ_BYTES}.")
     try:
-        loaded = trimesh.load(path, file_type="obj", process=False, maintain_order=True,
+        loaded = trimesh.load(path, file_type="obj", process=False,
                               group_material=True, skip_materials=False)
     except Exception as e:
         raise InvalidAvatar(f"{path}: not a readable OBJ file ({type(e).__name__}: {e}).") from e

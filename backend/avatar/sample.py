@@ -64,7 +64,7 @@ def _layout(P: AvatarParams) -> Layout:
     ez = 0.385 + 0.008 * P.eye_height
     s = 1.0 + 0.15 * P.eye_size
     mz = ez - 0.078
-    return Layout(P=P, eye_z=ez, eye_x=0.032 + 0.004 * P.eye_spacing, eye_w=0.0118 * s, eye_h=0.0058 * s,
+    return Layout(P=P, eye_z=ez, eye_x=0.032 + 0.004 * P.eye_spacing, eye_w=0.0118 * s, eye_h=0.0051 * s,
                   eye_r=0.0128 * s, mouth_z=mz, mouth_w=0.024 + 0.005 * P.mouth_width,
                   brow_z=ez + 0.021 + 0.006 * P.brow_height, chin_z=mz - 0.036 - 0.010 * P.chin_length,
                   nose_tip_z=ez - 0.046 - 0.008 * P.nose_length)
@@ -86,10 +86,10 @@ _PROFILE = np.array([
     [0.57, 0.291, 0.053, 0.077, 0.066, 0.012, 2.3],
     [0.63, 0.270, 0.041, 0.064, 0.056, 0.016, 2.2],
     [0.68, 0.257, 0.044, 0.038, 0.050, 0.020, 2.2],
-    [0.74, 0.228, 0.051, 0.042, 0.050, 0.020, 2.2],
-    [0.82, 0.178, 0.055, 0.048, 0.054, 0.020, 2.2],
-    [0.88, 0.143, 0.090, 0.058, 0.064, 0.018, 2.6],
-    [0.94, 0.103, 0.168, 0.082, 0.078, 0.012, 3.0],
+    [0.74, 0.230, 0.054, 0.047, 0.052, 0.018, 2.2],
+    [0.82, 0.188, 0.059, 0.052, 0.057, 0.018, 2.2],
+    [0.88, 0.155, 0.098, 0.060, 0.066, 0.016, 2.6],
+    [0.94, 0.112, 0.170, 0.082, 0.078, 0.012, 3.0],
     [1.00, 0.030, 0.195, 0.098, 0.092, 0.010, 3.2],
 ])
 
@@ -557,3 +557,13 @@ def sample_avatar(params: AvatarParams | dict | None = None, *, texture_size: in
         blendshape_names=list(ARKIT_NAMES), blendshapes=deltas.astype(np.float32),
         track=sample_track() if with_track else None, name="metamorph_sample",
     )
+
+
+def landmarks(params: AvatarParams | None = None) -> dict:
+    """Face landmarks of the sample for ``params`` (metres, Z up, facing -Y): used by
+    tests, the contact sheet and camera framing. Keys: eye_L, eye_R, mouth, nose_tip,
+    chin (x, z pairs on the face plane), eye_w, eye_h, mouth_w, top_z."""
+    L = _layout(params or AvatarParams())
+    return {"eye_L": (L.eye_x, L.eye_z), "eye_R": (-L.eye_x, L.eye_z), "mouth": (0.0, L.mouth_z),
+            "nose_tip": (0.0, L.nose_tip_z), "chin": (0.0, L.chin_z), "eye_w": L.eye_w, "eye_h": L.eye_h,
+            "mouth_w": L.mouth_w, "brow_z": L.brow_z}

@@ -89,7 +89,8 @@ def paint_albedo(g, size: int = 1024) -> np.ndarray:
     uf = (U - u0) / (u1 - u0)
     s = np.clip((v1 - 0.0005 - Vv) / ((v1 - v0) * 0.999), 0, 1)
     phi = col_phi(uf)
-    p = base_surface(P, s, phi)
+    # s varies by row and phi by column only: evaluate the profile once per row
+    p = np.broadcast_to(base_surface(P, s[:, :1], phi[:1, :]), s.shape + (3,))
     x, z = p[..., 0], p[..., 2]
     ax = np.abs(x)
     front = smoothstep(0.0, 0.3, np.cos(phi))

@@ -16,63 +16,82 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _interp_fwd(vattr, corner, px, py, ortho, out):  # pragma: no cover - compiled
-    """vattr [M,K] f32 rows (u, v, depth, attrs...); corner [N,3] i64; px, py [N] f32
-    pixel centres; ortho [N] u8. out [N, 4 + K-3]: depth, bary x3, attrs."""
-    n = corner.shape[0]
+def _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw):  # pragma: no cover - compiled
+    pix = pixel[p]
+    t = tri_flat[pix]
+    view = pix // hw
+    base = view * v_count
+    return (view, base + faces[t, 0], base + faces[t, 1], base + faces[t, 2],
+            uv_faces[t, 0], uv_faces[t, 1], uv_faces[t, 2])
+
+
+@njit(cache=True, nogil=True)
+def _interp_fwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, width, ortho,
+                out):  # pragma: no cover - compiled
+    """vattr [M,K] f32 rows (u, v, depth, attrs...) for M = B*V; faces/uv_faces [F,3] i64;
+    uvs [T,2] f32; pixel [N] i64 flat covered pixels; tri_flat [B*H*W] i32; ortho [B] u8.
+    out [K+3, N] channel-first: depth, bary x3, texture u, v, interpolated attrs."""
+    n = pixel.shape[0]
     k = vattr.shape[1]
+    hw = height * width
     for p in range(n):
-        c0 = corner[p, 0]
-        c1 = corner[p, 1]
-        c2 = corner[p, 2]
-        x0 = vattr[c0, 0] - px[p]
-        y0 = vattr[c0, 1] - py[p]
-        x1 = vattr[c1, 0] - px[p]
-        y1 = vattr[c1, 1] - py[p]
-        x2 = vattr[c2, 0] - px[p]
-        y2 = vattr[c2, 1] - py[p]
+        view, c0, c1, c2, t0, t1, t2 = _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw)
+        rem = pixel[p] - view * hw
+        py = np.float32(rem // width) + np.float32(0.5)
+        px = np.float32(rem % width) + np.float32(0.5)
+        x0 = vattr[c0, 0] - px
+        y0 = vattr[c0, 1] - py
+        x1 = vattr[c1, 0] - px
+        y1 = vattr[c1, 1] - py
+        x2 = vattr[c2, 0] - px
+        y2 = vattr[c2, 1] - py
         e0 = x1 * y2 - x2 * y1
         e1 = x2 * y0 - x0 * y2
         e2 = x0 * y1 - x1 * y0
-        inv_a = 1.0 / (e0 + e1 + e2)
+        inv_a = np.float32(1.0) / (e0 + e1 + e2)
         l0 = e0 * inv_a
         l1 = e1 * inv_a
         l2 = e2 * inv_a
         d0 = vattr[c0, 2]
         d1 = vattr[c1, 2]
         d2 = vattr[c2, 2]
-        if ortho[p]:
+        if ortho[view]:
             b0, b1, b2 = l0, l1, l2
             z = l0 * d0 + l1 * d1 + l2 * d2
         else:
             w0 = l0 / d0
             w1 = l1 / d1
             w2 = l2 / d2
-            z = 1.0 / (w0 + w1 + w2)
+            z = np.float32(1.0) / (w0 + w1 + w2)
             b0, b1, b2 = w0 * z, w1 * z, w2 * z
-        out[p, 0] = z
-        out[p, 1] = b0
-        out[p, 2] = b1
-        out[p, 3] = b2
+        out[0, p] = z
+        out[1, p] = b0
+        out[2, p] = b1
+        out[3, p] = b2
+        out[4, p] = b0 * uvs[t0, 0] + b1 * uvs[t1, 0] + b2 * uvs[t2, 0]
+        out[5, p] = b0 * uvs[t0, 1] + b1 * uvs[t1, 1] + b2 * uvs[t2, 1]
         for j in range(3, k):
-            out[p, j + 1] = b0 * vattr[c0, j] + b1 * vattr[c1, j] + b2 * vattr[c2, j]
+            out[j + 3, p] = b0 * vattr[c0, j] + b1 * vattr[c1, j] + b2 * vattr[c2, j]
 
 
 @njit(cache=True, nogil=True)
-def _interp_bwd(vattr, corner, px, py, ortho, grad, gvattr):  # pragma: no cover - compiled
-    """Accumulate d(loss)/d(vattr) into gvattr [M,K] given grad [N, 4 + K-3]."""
-    n = corner.shape[0]
+def _interp_bwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, width, ortho,
+                grad, gvattr):  # pragma: no cover - compiled
+    """Accumulate d(loss)/d(vattr) into gvattr [M,K] given grad [K+3, N] of the outputs."""
+    n = pixel.shape[0]
     k = vattr.shape[1]
+    hw = height * width
     for p in range(n):
-        c0 = corner[p, 0]
-        c1 = corner[p, 1]
-        c2 = corner[p, 2]
-        x0 = vattr[c0, 0] - px[p]
-        y0 = vattr[c0, 1] - py[p]
-        x1 = vattr[c1, 0] - px[p]
-        y1 = vattr[c1, 1] - py[p]
-        x2 = vattr[c2, 0] - px[p]
-        y2 = vattr[c2, 1] - py[p]
+        view, c0, c1, c2, t0, t1, t2 = _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw)
+        rem = pixel[p] - view * hw
+        py = np.float32(rem // width) + np.float32(0.5)
+        px = np.float32(rem % width) + np.float32(0.5)
+        x0 = vattr[c0, 0] - px
+        y0 = vattr[c0, 1] - py
+        x1 = vattr[c1, 0] - px
+        y1 = vattr[c1, 1] - py
+        x2 = vattr[c2, 0] - px
+        y2 = vattr[c2, 1] - py
         e0 = x1 * y2 - x2 * y1
         e1 = x2 * y0 - x0 * y2
         e2 = x0 * y1 - x1 * y0
@@ -83,22 +102,25 @@ def _interp_bwd(vattr, corner, px, py, ortho, grad, gvattr):  # pragma: no cover
         d0 = vattr[c0, 2]
         d1 = vattr[c1, 2]
         d2 = vattr[c2, 2]
-        gz = grad[p, 0]
-        gb0 = grad[p, 1]
-        gb1 = grad[p, 2]
-        gb2 = grad[p, 3]
-        if ortho[p]:
+        gz = grad[0, p]
+        gu = grad[4, p]
+        gv = grad[5, p]
+        gb0 = grad[1, p] + gu * uvs[t0, 0] + gv * uvs[t0, 1]
+        gb1 = grad[2, p] + gu * uvs[t1, 0] + gv * uvs[t1, 1]
+        gb2 = grad[3, p] + gu * uvs[t2, 0] + gv * uvs[t2, 1]
+        is_ortho = ortho[view] != 0
+        if is_ortho:
             b0, b1, b2 = l0, l1, l2
+            w0 = w1 = w2 = z = 0.0
         else:
             w0 = l0 / d0
             w1 = l1 / d1
             w2 = l2 / d2
-            s = w0 + w1 + w2
-            z = 1.0 / s
+            z = 1.0 / (w0 + w1 + w2)
             b0, b1, b2 = w0 * z, w1 * z, w2 * z
         # Interpolated attributes: o = sum b_i a_i.
         for j in range(3, k):
-            g = grad[p, j + 1]
+            g = grad[j + 3, p]
             if g != 0.0:
                 gb0 += g * vattr[c0, j]
                 gb1 += g * vattr[c1, j]
@@ -106,7 +128,7 @@ def _interp_bwd(vattr, corner, px, py, ortho, grad, gvattr):  # pragma: no cover
                 gvattr[c0, j] += b0 * g
                 gvattr[c1, j] += b1 * g
                 gvattr[c2, j] += b2 * g
-        if ortho[p]:
+        if is_ortho:
             gl0 = gb0 + gz * d0
             gl1 = gb1 + gz * d1
             gl2 = gb2 + gz * d2
@@ -114,69 +136,96 @@ def _interp_bwd(vattr, corner, px, py, ortho, grad, gvattr):  # pragma: no cover
             gd1 = gz * l1
             gd2 = gz * l2
         else:
-            # b_i = w_i / s, z = 1 / s, w_i = l_i / d_i
+            # b_i = w_i z, z = 1 / sum w, w_i = l_i / d_i
             z2 = z * z
             common = (gb0 * w0 + gb1 * w1 + gb2 * w2) * z2 + gz * z2
-            gw0 = gb0 * z - common
-            gw1 = gb1 * z - common
-            gw2 = gb2 * z - common
-            gl0 = gw0 / d0
-            gl1 = gw1 / d1
-            gl2 = gw2 / d2
-            gd0 = -gw0 * l0 / d0
-            gd1 = -gw1 * l1 / d1
-            gd2 = -gw2 * l2 / d2
+            gl0 = (gb0 * z - common) / d0
+            gl1 = (gb1 * z - common) / d1
+            gl2 = (gb2 * z - common) / d2
+            gd0 = -gl0 * l0 / d0  # = -gw0 * l0 / d0^2
+            gd1 = -gl1 * l1 / d1
+            gd2 = -gl2 * l2 / d2
         # l_i = e_i / A, A = e0 + e1 + e2
         t = (gl0 * e0 + gl1 * e1 + gl2 * e2) * inv_a * inv_a
         ge0 = gl0 * inv_a - t
         ge1 = gl1 * inv_a - t
         ge2 = gl2 * inv_a - t
-        gx0 = -ge1 * y2 + ge2 * y1
-        gy0 = ge1 * x2 - ge2 * x1
-        gx1 = ge0 * y2 - ge2 * y0
-        gy1 = -ge0 * x2 + ge2 * x0
-        gx2 = -ge0 * y1 + ge1 * y0
-        gy2 = ge0 * x1 - ge1 * x0
-        gvattr[c0, 0] += gx0
-        gvattr[c0, 1] += gy0
+        gvattr[c0, 0] += -ge1 * y2 + ge2 * y1
+        gvattr[c0, 1] += ge1 * x2 - ge2 * x1
         gvattr[c0, 2] += gd0
-        gvattr[c1, 0] += gx1
-        gvattr[c1, 1] += gy1
+        gvattr[c1, 0] += ge0 * y2 - ge2 * y0
+        gvattr[c1, 1] += -ge0 * x2 + ge2 * x0
         gvattr[c1, 2] += gd1
-        gvattr[c2, 0] += gx2
-        gvattr[c2, 1] += gy2
+        gvattr[c2, 0] += -ge0 * y1 + ge1 * y0
+        gvattr[c2, 1] += ge0 * x1 - ge1 * x0
         gvattr[c2, 2] += gd2
 
 
 class _Interp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, vattr, corner, px, py, ortho):
-        va = vattr.detach().contiguous().numpy()
-        out = np.empty((corner.shape[0], vattr.shape[1] + 1), np.float32)
-        _interp_fwd(va, corner.numpy(), px.numpy(), py.numpy(), ortho.numpy(), out)
-        ctx.save_for_backward(vattr.detach().contiguous(), corner, px, py, ortho)
-        return torch.from_numpy(out)
+    def forward(ctx, vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, width, ortho):
+        va = vattr.detach().contiguous()
+        n, k = pixel.shape[0], vattr.shape[1]
+        out = np.empty((k + 3, n), np.float32)
+        _interp_fwd(va.numpy(), faces.numpy(), uvs.numpy(), uv_faces.numpy(), pixel.numpy(), tri_flat.numpy(),
+                    v_count, height, width, ortho.numpy(), out)
+        ctx.save_for_backward(va, faces, uvs, uv_faces, pixel, tri_flat, ortho)
+        ctx.dims = (v_count, height, width)
+        t = torch.from_numpy(out)
+        # Separate outputs so autograd never zero-fills the whole block for unused parts.
+        return t[0].clone(), t[1:4].clone(), t[4:6].clone(), t[6:].clone()
 
     @staticmethod
-    def backward(ctx, grad):
-        vattr, corner, px, py, ortho = ctx.saved_tensors
-        g = np.zeros(vattr.shape, np.float32)
-        _interp_bwd(vattr.numpy(), corner.numpy(), px.numpy(), py.numpy(), ortho.numpy(),
-                    grad.detach().contiguous().numpy().astype(np.float32, copy=False), g)
-        return torch.from_numpy(g), None, None, None, None
+    def backward(ctx, g_depth, g_bary, g_uv, g_attr):
+        va, faces, uvs, uv_faces, pixel, tri_flat, ortho = ctx.saved_tensors
+        n, k = pixel.shape[0], va.shape[1]
+        grad = np.zeros((k + 3, n), np.float32)
+        for rows, g in ((slice(0, 1), g_depth), (slice(1, 4), g_bary), (slice(4, 6), g_uv), (slice(6, k + 3), g_attr)):
+            if g is not None:
+                grad[rows] = g.detach().reshape(-1, n).numpy()
+        gv = np.zeros(va.shape, np.float32)
+        _interp_bwd(va.numpy(), faces.numpy(), uvs.numpy(), uv_faces.numpy(), pixel.numpy(), tri_flat.numpy(),
+                    *ctx.dims, ortho.numpy(), grad, gv)
+        return (torch.from_numpy(gv),) + (None,) * 9
 
 
-def interp_cpu(vattr: torch.Tensor, corner: torch.Tensor, px: torch.Tensor, py: torch.Tensor,
-               ortho: torch.Tensor) -> torch.Tensor:
-    """Barycentric interpolation at pixel centres, fused.
+def interp_cpu(vattr: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor, uv_faces: torch.Tensor,
+               pixel: torch.Tensor, tri_id: torch.Tensor, ortho: torch.Tensor):
+    """Barycentric interpolation at the covered pixel centres, fused.
 
-    vattr [M,K] float32 per-vertex rows (screen u, v in pixels, depth in metres,
-    then K-3 attributes); corner [N,3] int64 row of each triangle corner; px, py
-    [N] float32 pixel centres; ortho [N] uint8. Returns [N, K+1]: depth, three
-    perspective-correct barycentrics, then the K-3 interpolated attributes.
-    Differentiable with respect to ``vattr``.
+    vattr [B*V,K] float32 per-vertex rows (screen u, v in pixels, depth in
+    metres, then K-3 attributes); faces, uv_faces [F,3] int64; uvs [T,2]
+    float32; pixel [N] int64 flat covered pixels; tri_id [B,H,W] int32;
+    ortho [B] bool. Returns channel-first (depth [N], perspective-correct
+    barycentrics [3,N], texture uv [2,N], interpolated attributes [K-3,N]),
+    differentiable with respect to ``vattr``.
     """
-    return _Interp.apply(vattr, corner.contiguous(), px.contiguous(), py.contiguous(), ortho.contiguous())
+    b, h, w = tri_id.shape
+    return _Interp.apply(vattr, faces.contiguous(), uvs.contiguous(), uv_faces.contiguous(), pixel.contiguous(),
+                         tri_id.reshape(-1).contiguous(), vattr.shape[0] // b, h, w, ortho.to(torch.uint8).contiguous())
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _taps(u, v, h, w, repeat):  # pragma: no cover - compiled
+    x = u * np.float32(w) - np.float32(0.5)
+    y = (np.float32(1.0) - v) * np.float32(h) - np.float32(0.5)
+    xf = np.floor(x)
+    yf = np.floor(y)
+    fx = x - xf
+    fy = y - yf
+    ix0 = int(xf)
+    iy0 = int(yf)
+    if repeat:
+        ix0 %= w
+        iy0 %= h
+        ix1 = ix0 + 1 if ix0 + 1 < w else 0
+        iy1 = iy0 + 1 if iy0 + 1 < h else 0
+    else:
+        ix1 = min(max(ix0 + 1, 0), w - 1)
+        iy1 = min(max(iy0 + 1, 0), h - 1)
+        ix0 = min(max(ix0, 0), w - 1)
+        iy0 = min(max(iy0, 0), h - 1)
+    return ix0, ix1, iy0, iy1, fx, fy
 
 
 @njit(cache=True, nogil=True)
@@ -184,73 +233,40 @@ def _tex_fwd(tex, uv, repeat, out):  # pragma: no cover - compiled
     """tex [H,W,C] f32 row 0 = top; uv [N,2]; out [N,C]."""
     h, w, c = tex.shape
     for p in range(uv.shape[0]):
-        x = uv[p, 0] * w - 0.5
-        y = (1.0 - uv[p, 1]) * h - 0.5
-        xf = np.floor(x)
-        yf = np.floor(y)
-        fx = x - xf
-        fy = y - yf
-        ix0 = int(xf)
-        iy0 = int(yf)
-        if repeat:
-            ix0 %= w
-            iy0 %= h
-            ix1 = ix0 + 1 if ix0 + 1 < w else 0
-            iy1 = iy0 + 1 if iy0 + 1 < h else 0
-        else:
-            ix1 = min(max(ix0 + 1, 0), w - 1)
-            iy1 = min(max(iy0 + 1, 0), h - 1)
-            ix0 = min(max(ix0, 0), w - 1)
-            iy0 = min(max(iy0, 0), h - 1)
+        ix0, ix1, iy0, iy1, fx, fy = _taps(uv[p, 0], uv[p, 1], h, w, repeat)
+        w00 = (1 - fx) * (1 - fy)
+        w01 = fx * (1 - fy)
+        w10 = (1 - fx) * fy
+        w11 = fx * fy
         for ch in range(c):
-            t00 = tex[iy0, ix0, ch]
-            t01 = tex[iy0, ix1, ch]
-            t10 = tex[iy1, ix0, ch]
-            t11 = tex[iy1, ix1, ch]
-            top = t00 + (t01 - t00) * fx
-            bot = t10 + (t11 - t10) * fx
-            out[p, ch] = top + (bot - top) * fy
+            out[p, ch] = (w00 * tex[iy0, ix0, ch] + w01 * tex[iy0, ix1, ch]
+                          + w10 * tex[iy1, ix0, ch] + w11 * tex[iy1, ix1, ch])
 
 
 @njit(cache=True, nogil=True)
 def _tex_bwd(tex, uv, repeat, grad, gtex, guv, need_tex):  # pragma: no cover - compiled
     h, w, c = tex.shape
     for p in range(uv.shape[0]):
-        x = uv[p, 0] * w - 0.5
-        y = (1.0 - uv[p, 1]) * h - 0.5
-        xf = np.floor(x)
-        yf = np.floor(y)
-        fx = x - xf
-        fy = y - yf
-        ix0 = int(xf)
-        iy0 = int(yf)
-        if repeat:
-            ix0 %= w
-            iy0 %= h
-            ix1 = ix0 + 1 if ix0 + 1 < w else 0
-            iy1 = iy0 + 1 if iy0 + 1 < h else 0
-        else:
-            ix1 = min(max(ix0 + 1, 0), w - 1)
-            iy1 = min(max(iy0 + 1, 0), h - 1)
-            ix0 = min(max(ix0, 0), w - 1)
-            iy0 = min(max(iy0, 0), h - 1)
-        gfx = 0.0
-        gfy = 0.0
+        ix0, ix1, iy0, iy1, fx, fy = _taps(uv[p, 0], uv[p, 1], h, w, repeat)
+        gfx = np.float32(0.0)
+        gfy = np.float32(0.0)
+        w00 = (1 - fx) * (1 - fy)
+        w01 = fx * (1 - fy)
+        w10 = (1 - fx) * fy
+        w11 = fx * fy
         for ch in range(c):
             g = grad[p, ch]
             t00 = tex[iy0, ix0, ch]
             t01 = tex[iy0, ix1, ch]
             t10 = tex[iy1, ix0, ch]
             t11 = tex[iy1, ix1, ch]
-            top = t00 + (t01 - t00) * fx
-            bot = t10 + (t11 - t10) * fx
-            gfx += g * ((t01 - t00) * (1.0 - fy) + (t11 - t10) * fy)
-            gfy += g * (bot - top)
+            gfx += g * ((t01 - t00) * (1 - fy) + (t11 - t10) * fy)
+            gfy += g * ((t10 - t00) * (1 - fx) + (t11 - t01) * fx)
             if need_tex:
-                gtex[iy0, ix0, ch] += g * (1.0 - fx) * (1.0 - fy)
-                gtex[iy0, ix1, ch] += g * fx * (1.0 - fy)
-                gtex[iy1, ix0, ch] += g * (1.0 - fx) * fy
-                gtex[iy1, ix1, ch] += g * fx * fy
+                gtex[iy0, ix0, ch] += g * w00
+                gtex[iy0, ix1, ch] += g * w01
+                gtex[iy1, ix0, ch] += g * w10
+                gtex[iy1, ix1, ch] += g * w11
         guv[p, 0] = gfx * w
         guv[p, 1] = -gfy * h
 
@@ -283,3 +299,102 @@ def sample_texture_cpu(texture: torch.Tensor, uv: torch.Tensor, wrap: str = "rep
     if wrap not in ("repeat", "clamp"):
         raise ValueError(f"texture wrap must be 'repeat' or 'clamp', got {wrap!r}")
     return _Texture.apply(texture, uv, wrap == "repeat")
+
+
+@njit(cache=True, nogil=True)
+def _normals_fwd(pts, faces, acc, out):  # pragma: no cover - compiled
+    """pts [B,V,3] f32, faces [F,3] i64 -> acc [B,V,3] summed face normals (length
+    2*area), out [B,V,3] unit normals (0 where acc is 0)."""
+    for b in range(pts.shape[0]):
+        for f in range(faces.shape[0]):
+            i0 = faces[f, 0]
+            i1 = faces[f, 1]
+            i2 = faces[f, 2]
+            ax = pts[b, i1, 0] - pts[b, i0, 0]
+            ay = pts[b, i1, 1] - pts[b, i0, 1]
+            az = pts[b, i1, 2] - pts[b, i0, 2]
+            bx = pts[b, i2, 0] - pts[b, i0, 0]
+            by = pts[b, i2, 1] - pts[b, i0, 1]
+            bz = pts[b, i2, 2] - pts[b, i0, 2]
+            nx = ay * bz - az * by
+            ny = az * bx - ax * bz
+            nz = ax * by - ay * bx
+            for i in (i0, i1, i2):
+                acc[b, i, 0] += nx
+                acc[b, i, 1] += ny
+                acc[b, i, 2] += nz
+        for v in range(pts.shape[1]):
+            ln = np.sqrt(acc[b, v, 0] ** 2 + acc[b, v, 1] ** 2 + acc[b, v, 2] ** 2)
+            inv = np.float32(1.0) / max(ln, np.float32(1e-12))
+            for c in range(3):
+                out[b, v, c] = acc[b, v, c] * inv
+
+
+@njit(cache=True, nogil=True)
+def _normals_bwd(pts, faces, acc, out, gout, gpts):  # pragma: no cover - compiled
+    gacc = np.empty_like(acc)
+    for b in range(pts.shape[0]):
+        for v in range(pts.shape[1]):
+            ln = np.sqrt(acc[b, v, 0] ** 2 + acc[b, v, 1] ** 2 + acc[b, v, 2] ** 2)
+            if ln < 1e-12:
+                # Below the clamp the output is acc * 1e12, linear in acc.
+                for c in range(3):
+                    gacc[b, v, c] = gout[b, v, c] * np.float32(1e12)
+                continue
+            dot = out[b, v, 0] * gout[b, v, 0] + out[b, v, 1] * gout[b, v, 1] + out[b, v, 2] * gout[b, v, 2]
+            for c in range(3):
+                gacc[b, v, c] = (gout[b, v, c] - out[b, v, c] * dot) / ln
+        for f in range(faces.shape[0]):
+            i0 = faces[f, 0]
+            i1 = faces[f, 1]
+            i2 = faces[f, 2]
+            gx = gacc[b, i0, 0] + gacc[b, i1, 0] + gacc[b, i2, 0]
+            gy = gacc[b, i0, 1] + gacc[b, i1, 1] + gacc[b, i2, 1]
+            gz = gacc[b, i0, 2] + gacc[b, i1, 2] + gacc[b, i2, 2]
+            ax = pts[b, i1, 0] - pts[b, i0, 0]
+            ay = pts[b, i1, 1] - pts[b, i0, 1]
+            az = pts[b, i1, 2] - pts[b, i0, 2]
+            bx = pts[b, i2, 0] - pts[b, i0, 0]
+            by = pts[b, i2, 1] - pts[b, i0, 1]
+            bz = pts[b, i2, 2] - pts[b, i0, 2]
+            # n = a x b:  dL/da = b x g,  dL/db = g x a
+            gax = by * gz - bz * gy
+            gay = bz * gx - bx * gz
+            gaz = bx * gy - by * gx
+            gbx = gy * az - gz * ay
+            gby = gz * ax - gx * az
+            gbz = gx * ay - gy * ax
+            gpts[b, i1, 0] += gax
+            gpts[b, i1, 1] += gay
+            gpts[b, i1, 2] += gaz
+            gpts[b, i2, 0] += gbx
+            gpts[b, i2, 1] += gby
+            gpts[b, i2, 2] += gbz
+            gpts[b, i0, 0] -= gax + gbx
+            gpts[b, i0, 1] -= gay + gby
+            gpts[b, i0, 2] -= gaz + gbz
+
+
+class _Normals(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pts, faces):
+        p = pts.detach().contiguous()
+        acc = np.zeros(p.shape, np.float32)
+        out = np.empty(p.shape, np.float32)
+        _normals_fwd(p.numpy(), faces.numpy(), acc, out)
+        ctx.save_for_backward(p, faces, torch.from_numpy(acc), torch.from_numpy(out))
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, gout):
+        p, faces, acc, out = ctx.saved_tensors
+        g = np.zeros(p.shape, np.float32)
+        _normals_bwd(p.numpy(), faces.numpy(), acc.numpy(), out.numpy(),
+                     gout.detach().contiguous().numpy().astype(np.float32, copy=False), g)
+        return torch.from_numpy(g), None
+
+
+def vertex_normals_cpu(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Fused area-weighted unit vertex normals: vertices [B,V,3] float32, faces [F,3]
+    int64 -> [B,V,3], same as :func:`.shade.vertex_normals`; differentiable."""
+    return _Normals.apply(vertices, faces.contiguous())

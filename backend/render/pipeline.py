@@ -12,25 +12,26 @@ round-trip via the CPU.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .camera import camera_batch
-from .fused import interp_cpu, sample_texture_cpu
+from .fused import interp_cpu, sample_texture_cpu, vertex_normals_cpu
 from .interpolate import fragments, interpolate
 from .raster import rasterize
-from .shade import DEFAULT_LIGHTS, Lights, lambert, sample_texture, unit_rows, vertex_normals_t
+from .shade import DEFAULT_LIGHTS, Lights, lambert, sample_texture, unit_rows, vertex_normals
 from .validate import check_inputs
 
 
 def _background(background, b, h, w, dtype, device) -> torch.Tensor:
-    """-> [3, B*H*W] contiguous background colours."""
+    """-> [B*H*W, 3] contiguous background colours."""
     if background is None:
-        return torch.zeros(3, b * h * w, dtype=dtype, device=device)
+        return torch.zeros(b * h * w, 3, dtype=dtype, device=device)
     bg = torch.as_tensor(background, dtype=dtype, device=device)
     if tuple(bg.shape) == (3,):
-        return bg.reshape(3, 1).expand(3, b * h * w).contiguous()
+        return bg.reshape(1, 3).expand(b * h * w, 3).contiguous()
     if tuple(bg.shape) == (b, h, w, 3):
-        return bg.reshape(b * h * w, 3).T.contiguous()
+        return bg.reshape(b * h * w, 3)
     raise ValueError(f"background must be a colour [3] or images [B,H,W,3] = {[b, h, w, 3]}, got {list(bg.shape)}")
 
 
@@ -82,11 +83,10 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
     need_albedo = "color" in passes or "albedo" in passes
     need_uv = need_albedo or "uv" in passes
 
-    # Camera space, channel-first [3,B,V]: x right, y up, looking down -Z.
-    pts = vertices.permute(2, 0, 1)
+    # Camera space [B,V,3]: x right, y up, looking down -Z.
     rot = cams.world_to_camera[:, :3, :3]
-    cam_pts = torch.einsum("bcj,jbv->cbv", rot, pts) + cams.world_to_camera[:, :3, 3].T[:, :, None]
-    depth = -cam_pts[2]  # [B,V]
+    cam_pts = torch.bmm(vertices, rot.transpose(1, 2)) + cams.world_to_camera[:, None, :3, 3]
+    depth = -cam_pts[..., 2]  # [B,V]
     ortho = cams.ortho[:, None]
     if bool(cams.ortho.all()):
         inv = torch.ones_like(depth)
@@ -94,52 +94,54 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
         # Points at the eye would divide by ~0; their triangles are culled by the raster anyway.
         safe = torch.where(depth.abs() > 1e-9, depth, torch.full_like(depth, 1e-9))
         inv = torch.where(ortho, torch.ones_like(depth), 1.0 / safe)
-    su = cams.cx[:, None] + cams.fx[:, None] * cam_pts[0] * inv
-    sv = cams.cy[:, None] - cams.fy[:, None] * cam_pts[1] * inv
+    su = cams.cx[:, None] + cams.fx[:, None] * cam_pts[..., 0] * inv
+    sv = cams.cy[:, None] - cams.fy[:, None] * cam_pts[..., 1] * inv
 
     tri_np, _, front_np = rasterize(torch.stack([su, sv], -1).detach().cpu().numpy(),
                                     depth.detach().cpu().numpy(), faces_t.T.cpu().numpy(), w, h,
                                     cams.ortho.cpu().numpy(), cams.near.cpu().numpy(), cams.far.cpu().numpy())
     tri_id = torch.from_numpy(tri_np).to(device)
 
-    # Per-vertex rows carried to the pixels: screen u, v, depth, then normals.
-    rows = [su.reshape(-1), sv.reshape(-1), depth.reshape(-1)]
+    # Per-vertex columns carried to the pixels: screen u, v, depth, then normals.
+    cols = [su[..., None], sv[..., None], depth[..., None]]
     extra = {}
+    k = 3
     if need_nworld or need_ncam:
         if smooth_normals:
-            corner_all = (faces_t[:, None, :] + (torch.arange(b, device=device) * v_count)[None, :, None]).reshape(3, -1)
-            n_world_v = vertex_normals_t(pts.reshape(3, -1), corner_all)  # [3,B*V]
+            n_world_v = (vertex_normals_cpu if use_fused else vertex_normals)(vertices, faces_t.T)  # [B,V,3]
             if need_nworld:
-                extra["n_world"] = len(rows)
-                rows += list(n_world_v)
+                extra["n_world"] = k
+                cols.append(n_world_v)
+                k += 3
             if need_ncam:
-                n_cam_v = torch.einsum("bcj,jbv->cbv", rot, n_world_v.reshape(3, b, v_count)).reshape(3, -1)
-                extra["n_cam"] = len(rows)
-                rows += list(n_cam_v)
+                extra["n_cam"] = k
+                cols.append(torch.bmm(n_world_v, rot.transpose(1, 2)))
+                k += 3
         else:
-            extra["pos_world"] = len(rows)
-            rows += list(pts.reshape(3, -1))
+            extra["pos_world"] = k
+            cols.append(vertices)
+            k += 3
+    vattr = torch.cat(cols, dim=-1).reshape(b * v_count, k)  # [B*V,K]
+    pts = vertices.reshape(-1, 3).T  # [3,B*V], flat-normal path only
 
+    need_ncam_flat = need_ncam and not smooth_normals
     flat_tri = tri_id.reshape(-1)
-    pixel = torch.nonzero(flat_tri >= 0).squeeze(1)
+    pixel = torch.from_numpy(np.flatnonzero(tri_np.reshape(-1) >= 0)).to(device)
     n_pix = pixel.shape[0]
     npix_all = b * h * w
     if use_fused:
         # Fused numba path (CPU float32): same maths as .interpolate, one pass per pixel.
-        tri = flat_tri.index_select(0, pixel).long()
-        view = torch.div(pixel, h * w, rounding_mode="floor")
-        rem = pixel - view * (h * w)
-        row = torch.div(rem, w, rounding_mode="floor")
-        col = rem - row * w
-        corner = faces_t.T.index_select(0, tri) + (view * v_count)[:, None]
-        res = interp_cpu(torch.stack(rows, dim=1), corner, col.to(dtype) + 0.5, row.to(dtype) + 0.5,
-                         cams.ortho.index_select(0, view).to(torch.uint8))
-        frag_depth = res[:, 0]
-        bary = res[:, 1:4].T
-        attr = {name: res[:, i + 1:i + 4].T for name, i in extra.items()}
+        frag_depth, bary, uv_fused, attrs = interp_cpu(
+            vattr, faces_t.T, uvs.to(dtype), uv_faces.to(torch.int64), pixel, tri_id, cams.ortho)
+        attr = {name: attrs[i - 3:i] for name, i in extra.items()}
         front = torch.from_numpy(front_np).reshape(-1).index_select(0, pixel)
+        tri = view = corner = None
+        if face_material is not None or not smooth_normals or need_ncam_flat:
+            tri = flat_tri.index_select(0, pixel).long()
+            view = torch.div(pixel, h * w, rounding_mode="floor")
+            corner = faces_t.T.index_select(0, tri) + (view * v_count)[:, None]
     else:
-        frag = fragments(tri_id, faces_t, torch.stack(rows), cams.ortho)
+        frag = fragments(tri_id, faces_t, vattr.T.contiguous(), cams.ortho)
         tri, view, frag_depth, bary, front = frag.tri, frag.view, frag.depth, frag.bary, frag.front
         attr = {name: interpolate([a[i - 3:i] for a in frag.corner_attrs], bary) for name, i in extra.items()}
         if not smooth_normals:
@@ -152,8 +154,7 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
             n_cam = attr.get("n_cam")
         else:
             if use_fused:  # flat normals need the corners themselves: gather them (rare path)
-                p = pts.reshape(3, -1)
-                p0, p1, p2 = (p.index_select(1, corner[:, k]) for k in range(3))
+                p0, p1, p2 = (pts.index_select(1, corner[:, i]) for i in range(3))
             else:
                 p0, p1, p2 = attr["pos_world"]
             e1, e2 = p1 - p0, p2 - p0
@@ -174,7 +175,9 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
             n_cam = n_cam * sign if sign is not None else n_cam
 
     uv = albedo = None
-    if need_uv:
+    if need_uv and use_fused:
+        uv = uv_fused
+    elif need_uv:
         uvs_ = uvs.to(device=device, dtype=dtype)
         uvc = uv_faces.to(device=device, dtype=torch.int64).index_select(0, tri)  # [N,3]
         corners_uv = uvs_.index_select(0, uvc.reshape(-1)).reshape(-1, 3, 2)
@@ -204,10 +207,10 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
     out: dict[str, torch.Tensor] = {}
 
     def emit(name, values, base=None):
+        # values [C,N] channel-first; images are stored [B*H*W, C] so no permute copy is needed.
         if base is None:
-            base = torch.zeros(values.shape[0], npix_all, dtype=dtype, device=device)
-        img = base.index_copy(1, pixel, values.to(dtype))
-        out[name] = img.reshape(-1, b, h, w).permute(1, 2, 3, 0).contiguous()
+            base = torch.zeros(npix_all, values.shape[0], dtype=dtype, device=device)
+        out[name] = base.index_copy(0, pixel, values.T.to(dtype)).reshape(b, h, w, -1)
 
     for name in passes:
         if name == "color":

@@ -115,6 +115,9 @@ def lambert(albedo: torch.Tensor, normal: torch.Tensor, lights: Lights) -> torch
     d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     col = torch.as_tensor(lights.colors, dtype=normal.dtype, device=normal.device).reshape(-1, 3)
     amb = torch.as_tensor(lights.ambient, dtype=normal.dtype, device=normal.device).reshape(3, 1)
-    ndl = (d @ normal).clamp_min(0.0)  # [L,N]
-    irradiance = amb + col.T @ ndl  # [3,N]
+    # Explicit sums: a [N,L] x [L,3] matmul is slow on CPU for such skinny shapes.
+    irradiance = amb.expand(3, normal.shape[1])
+    for i in range(d.shape[0]):
+        ndl = (normal[0] * d[i, 0] + normal[1] * d[i, 1] + normal[2] * d[i, 2]).clamp_min(0.0)  # [N]
+        irradiance = irradiance + col[i][:, None] * ndl[None]
     return albedo * irradiance

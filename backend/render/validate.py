@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+MAX_COORDINATE = 1e6  # metres
+
 PASS_CHANNELS = {
     "color": 3, "grey": 3, "albedo": 3, "normal_camera": 3, "normal_world": 3,
     "depth": 1, "alpha": 1, "uv": 2, "tri_id": 1,
@@ -11,6 +13,10 @@ PASS_CHANNELS = {
 
 
 def _finite(name: str, t: torch.Tensor) -> None:
+    # A sum is one cheap pass and is non-finite whenever an element is; only then
+    # (or on overflow of huge values) run the exact element-wise check.
+    if t.numel() == 0 or bool(torch.isfinite(t.sum())):
+        return
     if not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite values")
@@ -37,6 +43,11 @@ def check_inputs(vertices, faces, uvs, uv_faces, textures, face_material, camera
     if v == 0:
         raise ValueError("the mesh is empty: vertices has no vertices")
     _finite("vertices", vertices.detach())
+    big = float(vertices.detach().abs().max())
+    if big > MAX_COORDINATE:
+        # float32 cross products of such coordinates overflow to inf/NaN.
+        raise ValueError(f"vertices have coordinates up to {big:.3g} m; the renderer supports |x| <= "
+                         f"{MAX_COORDINATE:.0e} m (check the units or the object transform)")
     if not isinstance(faces, torch.Tensor) or faces.dim() != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces must be an [F,3] integer tensor, got shape {tuple(getattr(faces, 'shape', ()))}")
     if faces.is_floating_point() or faces.dtype == torch.bool:

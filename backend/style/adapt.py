@@ -184,15 +184,7 @@ def adapt(ctx: AvatarContext, net: StyleNet, guidance, target: Target, cameras, 
         with torch.no_grad():
             e_o = guidance.encode_image(augment.warp(rep(img_o), H, crop))
 
-        parts = []
-        for kind, w, emb in target.terms:
-            if kind == "text":
-                l = (losses.text_loss(e_s, emb) + cfg.geometry_weight * losses.text_loss(e_g, emb)
-                     + cfg.directional_weight * losses.directional_loss(e_s, e_o, emb, target.neutral))
-            else:
-                l = losses.image_loss(e_s, emb) + cfg.geometry_weight * losses.image_loss(e_g, emb)
-            parts.append((w, l))
-        l_style = losses.weighted_mix(parts)
+        l_style = _style_loss(target, e_s, e_g, e_o, cfg)
         l_id = losses.identity_loss(e_s, e_o)
         offs = torch.cat([dec.neutral[None], dec.bs_offsets], 0)
         l_off = losses.offset_magnitude(offs, ctx.head_size * net.cfg.max_offset_frac)
@@ -234,26 +226,41 @@ def load_mapper_state(net: StyleNet, state: list[torch.Tensor]) -> None:
 
 @torch.no_grad()
 def evaluate(ctx: AvatarContext, net: StyleNet, guidance, target: Target, cameras, frame_w: torch.Tensor,
-             render_size: int = 128, render_fn=None) -> float:
-    """Guidance (style) loss on a fixed set: every camera at every frame, flat
-    grey background, no crop. The comparable number the benchmarks plot."""
+             render_size: int = 128, draws: int = 2, seed: int = 12345, render_fn=None) -> float:
+    """The guidance (style) loss the adaptation minimizes, on a fixed sample:
+    every camera at every frame, ``draws`` fixed random backgrounds and crops each
+    (seeded, so two networks are compared on identical images). The number the
+    benchmarks plot."""
+    gen = torch.Generator().manual_seed(seed)
     dec = ctx.decode(net)
     C, N = len(cameras), frame_w.shape[0]
     cams = [c for c in cameras for _ in range(N)]
     wts = frame_w.repeat(C, 1)
-    bg = torch.full((3,), 0.5, device=ctx.device)
-    out = ctx.render(ctx.posed(wts, dec), list(dec.albedo), cams, render_size, ("color", "grey"),
-                     background=bg, render_fn=render_fn)
-    orig = ctx.render(ctx.posed(wts), list(ctx.base_albedo), cams, render_size, ("color",), background=bg,
-                      render_fn=render_fn)
-    e_s, e_g = guidance.encode_image(out["color"]), guidance.encode_image(out["grey"])
-    e_o = guidance.encode_image(orig["color"])
+    S = render_size
+    out = ctx.render(ctx.posed(wts, dec), list(dec.albedo), cams, S, ("color", "grey", "alpha"), render_fn=render_fn)
+    orig = ctx.render(ctx.posed(wts), list(ctx.base_albedo), cams, S, ("color", "alpha"), render_fn=render_fn)
+    B = C * N
+    vals = []
+    for _ in range(draws):
+        bg = augment.random_backgrounds(B, S, S, gen).to(ctx.device)
+        H = augment.crop_params(B, gen)
+        crop = guidance.image_size
+        e_s = guidance.encode_image(augment.warp(augment.composite(out["color"], out["alpha"], bg), H, crop))
+        e_g = guidance.encode_image(augment.warp(augment.composite(out["grey"], out["alpha"], bg), H, crop))
+        e_o = guidance.encode_image(augment.warp(augment.composite(orig["color"], orig["alpha"], bg), H, crop))
+        vals.append(float(_style_loss(target, e_s, e_g, e_o, AdaptConfig())))
+    return float(np.mean(vals))
+
+
+def _style_loss(target: Target, e_s, e_g, e_o, cfg: AdaptConfig) -> torch.Tensor:
+    """Weighted mix of the style terms for stylized (``e_s``), plain shaded
+    (``e_g``) and original (``e_o``) embeddings of the same crops."""
     parts = []
     for kind, w, emb in target.terms:
         if kind == "text":
-            l = losses.text_loss(e_s, emb) + 0.5 * losses.text_loss(e_g, emb) + \
-                0.5 * losses.directional_loss(e_s, e_o, emb, target.neutral)
+            l = (losses.text_loss(e_s, emb) + cfg.geometry_weight * losses.text_loss(e_g, emb)
+                 + cfg.directional_weight * losses.directional_loss(e_s, e_o, emb, target.neutral))
         else:
-            l = losses.image_loss(e_s, emb) + 0.5 * losses.image_loss(e_g, emb)
+            l = losses.image_loss(e_s, emb) + cfg.geometry_weight * losses.image_loss(e_g, emb)
         parts.append((w, l))
-    return float(losses.weighted_mix(parts))
+    return losses.weighted_mix(parts)

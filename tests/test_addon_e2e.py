@@ -1,0 +1,251 @@
+"""End to end inside the real bpy against a live `metamorph serve` (test-tiny
+guidance): import the sample avatar's GLB, create a turntable rig, Stylize,
+apply, passes, glTF export, turntable renders; cancel and a killed backend
+leave the scene unchanged; the timer callback's longest stall is measured."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from addon_backend import start_server, stop_server
+
+bpy = pytest.importorskip("bpy")
+scene_io = pytest.importorskip("blender_addon.scene_io")
+
+import addon_utils  # noqa: E402
+
+from addon_scene import datablock_hash  # noqa: E402
+from blender_addon import jobs, ops_jobs, pngio, selection  # noqa: E402
+
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def sample_glb(tmp_path_factory):
+    from backend.avatar import sample_avatar, save_glb
+    path = str(tmp_path_factory.mktemp("glb") / "sample.glb")
+    return save_glb(sample_avatar(texture_size=64), path)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc, endpoint = start_server(tmp_path_factory.mktemp("server"))
+    _require_stylize(proc, endpoint)
+    yield proc, endpoint
+    stop_server(proc)
+
+
+def _require_stylize(proc, endpoint):
+    from shared.client import connect
+    with connect(endpoint) as c:
+        if "stylize" not in c.server_info.get("job_kinds", []):
+            stop_server(proc)
+            pytest.skip("the backend has no stylize job yet")
+
+
+def _scene(sample_glb, endpoint, out_dir, hb=3.0):
+    """Fresh scene with the add-on enabled, the sample avatar imported and selected,
+    a 2-camera turntable rig and tiny stylize settings."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    addon_utils.enable("blender_addon", default_set=True, handle_error=None)
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    prefs.backend_address = endpoint
+    prefs.heartbeat_timeout_s = hb
+    prefs.timeout_s = 30.0
+    bpy.ops.import_scene.gltf(filepath=sample_glb)
+    sc = bpy.context.scene
+    meshes = [o for o in sc.objects if o.type == "MESH"]
+    for o in sc.objects:
+        o.select_set(o in meshes)
+    bpy.context.view_layer.objects.active = meshes[0]
+    s = sc.metamorph
+    s.rig_count, s.rig_elevations = 2, "0"
+    assert bpy.ops.metamorph.rig_create() == {"FINISHED"}
+    bpy.ops.metamorph.term_add(kind="TEXT")
+    s.terms[0].text = "a bronze statue"
+    s.guidance, s.steps, s.texture_size, s.pass_resolution = "test-tiny", 2, 64, 32
+    sc.frame_start, sc.frame_end = 1, 2
+    s.frame_step = 1
+    s.output_dir = str(out_dir)
+    return sc, meshes
+
+
+def _state(meshes):
+    return ([datablock_hash(o) for o in meshes], sorted(bpy.data.objects.keys()),
+            sorted(bpy.data.images.keys()), sorted(bpy.data.materials.keys()))
+
+
+@pytest.fixture
+def disabled_addon():
+    yield
+    addon_utils.disable("blender_addon", default_set=True)
+
+
+def test_stylize_apply_export_and_render(sample_glb, server, tmp_path, disabled_addon):
+    _, endpoint = server
+    sc, meshes = _scene(sample_glb, endpoint, tmp_path)
+    assert not bpy.ops.metamorph.stylize.poll()  # not connected yet: the button says why
+    assert bpy.ops.metamorph.connect() == {"FINISHED"}
+    assert sc.metamorph.device == "cpu"
+    assert bpy.ops.metamorph.stylize.poll()
+    before = _state(meshes)
+    orig = meshes[0]
+
+    # Stylize the way the modal operator does it: timer steps on this thread,
+    # each timed (the UI stall a job causes).
+    job, apply = ops_jobs.make_stylize_job(bpy.context, selection.avatar_objects(bpy.context))
+    job.start()
+    stalls, t0 = [], time.monotonic()
+    while True:
+        t = time.perf_counter()
+        state = ops_jobs.timer_step(bpy.context, job)
+        stalls.append(time.perf_counter() - t)
+        if state != "running":
+            break
+        assert time.monotonic() - t0 < 120
+        time.sleep(ops_jobs.TIMER_S)
+    print(f"\nstylize: {time.monotonic() - t0:.1f} s, {len(stalls)} timer callbacks, longest "
+          f"main-thread stall {max(stalls) * 1000:.2f} ms (goal <= 50 ms)")
+    assert job.state == "done", job.error
+    assert job.uploaded is True
+    assert max(stalls) < 0.05
+    assert _state(meshes) == before  # nothing changes until the result is applied
+    level, msg = ops_jobs.conclude(bpy.context, job, apply)
+    assert level == "INFO", msg
+
+    body, arrays = job.result
+    from shared.stylize import StylizeResult
+    res = StylizeResult.from_wire(body, arrays)
+    coll = bpy.data.collections["Metamorph Results"]
+    copy = next(o for o in coll.objects if o.get("metamorph_source") == orig.name)
+    assert copy.get("metamorph_style") == sc.metamorph.results[0].name
+    # Geometry: rest + neutral offsets; every shape key with its own offsets.
+    n = len(orig.data.vertices)
+    a, b = np.empty(n * 3, np.float32), np.empty(n * 3, np.float32)
+    orig.data.vertices.foreach_get("co", a)
+    copy.data.vertices.foreach_get("co", b)
+    assert np.allclose(b.reshape(n, 3), a.reshape(n, 3) + res.neutral_offsets[:n], atol=1e-5)
+    names = body["blendshape_names"]
+    assert [k.name for k in copy.data.shape_keys.key_blocks] == \
+        [k.name for k in orig.data.shape_keys.key_blocks]
+    kname = names[0]
+    orig.data.shape_keys.key_blocks[kname].data.foreach_get("co", a)
+    copy.data.shape_keys.key_blocks[kname].data.foreach_get("co", b)
+    want = a.reshape(n, 3) + res.neutral_offsets[:n] + res.blendshape_offsets[0, :n]
+    assert np.allclose(b.reshape(n, 3), want, atol=1e-5)
+    # Animation: a copied action drives the copy.
+    ad = copy.data.shape_keys.animation_data
+    assert ad.action is not None and ad.action != orig.data.shape_keys.animation_data.action
+    # Stylized image, packed, sRGB.
+    img = copy.data.materials[0].node_tree.nodes["Principled BSDF"].inputs["Base Color"] \
+        .links[0].from_node.image
+    assert tuple(img.size) == (res.textures[0].shape[1], res.textures[0].shape[0])
+    assert img.colorspace_settings.name == "sRGB" and img.packed_file is not None
+    # Passes on disk and as datablocks.
+    style = sc.metamorph.results[0].name
+    cams = selection.rig_cameras(bpy.context)
+    for pname in res.passes:
+        p = tmp_path / style / cams[0].name / pname / "0001.png"
+        assert p.exists(), p
+    color = pngio.read_png(str(tmp_path / style / cams[0].name / "color" / "0002.png"))
+    assert np.array_equal(color, res.passes["color"][0, 1])
+    assert bpy.data.images.get(f"MM {style} {cams[0].name} color") is not None
+    # The original is untouched.
+    sc.frame_set(1)
+    assert [datablock_hash(o) for o in meshes] == before[0]
+
+    # A second run: the server already has the avatar, so nothing is uploaded.
+    assert bpy.ops.metamorph.stylize() == {"FINISHED"}
+    assert jobs.last.uploaded is False and len(sc.metamorph.results) == 2
+
+    # Turntables: Workbench, tiny frames, every rig camera.
+    sc.render.engine = "BLENDER_WORKBENCH"
+    sc.render.resolution_x = sc.render.resolution_y = 32
+    sc.metamorph.results[1].select = False
+    assert bpy.ops.metamorph.render_turntables() == {"FINISHED"}
+    for cam in cams:
+        for f in (1, 2):
+            assert (tmp_path / "renders" / style / cam.name / f"{f:04d}.png").exists()
+
+    # Bake & export, then the GLB re-imports with the shape keys and animation.
+    assert bpy.ops.metamorph.bake_export() == {"FINISHED"}
+    glb = tmp_path / style / f"{style}.glb"
+    assert glb.exists()
+    assert [datablock_hash(o) for o in meshes] == before[0]
+    key_names = [k.name for k in copy.data.shape_keys.key_blocks]
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_scene.gltf(filepath=str(glb))
+    imp = next(o for o in bpy.context.scene.objects if o.type == "MESH")
+    assert [k.name for k in imp.data.shape_keys.key_blocks] == key_names
+    assert imp.data.shape_keys.animation_data.action is not None
+
+
+def _drive_until(job, cond, limit_s=60):
+    job.start()
+    t0 = time.monotonic()
+    fired = None
+    while ops_jobs.timer_step(bpy.context, job) == "running":
+        if fired is None and cond(job):
+            fired = time.monotonic()
+        assert time.monotonic() - t0 < limit_s
+        time.sleep(ops_jobs.TIMER_S)
+    return fired
+
+
+def test_cancel_mid_job_leaves_scene_unchanged(sample_glb, server, tmp_path, disabled_addon):
+    _, endpoint = server
+    sc, meshes = _scene(sample_glb, endpoint, tmp_path)
+    sc.metamorph.steps = 200
+    bpy.ops.metamorph.connect()
+    before = _state(meshes)
+    job, apply = ops_jobs.make_stylize_job(bpy.context, selection.avatar_objects(bpy.context))
+
+    def cancel_on_progress(j):
+        if j.progress.get("step"):
+            j.cancel()
+            return True
+        return False
+
+    fired = _drive_until(job, cancel_on_progress)
+    assert fired is not None, "no progress arrived before the job ended"
+    level, msg = ops_jobs.conclude(bpy.context, job, apply)
+    print(f"\ncancel took {time.monotonic() - fired:.2f} s")
+    assert (job.state, level) == ("cancelled", "WARNING")
+    assert _state(meshes) == before
+    assert bpy.data.collections.get("Metamorph Results") is None
+
+
+def test_killed_backend_reports_within_heartbeat_and_changes_nothing(sample_glb, tmp_path,
+                                                                     disabled_addon):
+    proc, endpoint = start_server(tmp_path / "own")
+    _require_stylize(proc, endpoint)
+    try:
+        hb = 3.0
+        sc, meshes = _scene(sample_glb, endpoint, tmp_path, hb=hb)
+        sc.metamorph.steps = 200
+        bpy.ops.metamorph.connect()
+        before = _state(meshes)
+        job, apply = ops_jobs.make_stylize_job(bpy.context,
+                                               selection.avatar_objects(bpy.context))
+
+        def kill_on_progress(j):
+            if j.progress.get("step"):
+                proc.kill()
+                return True
+            return False
+
+        killed = _drive_until(job, kill_on_progress)
+        waited = time.monotonic() - killed
+        level, msg = ops_jobs.conclude(bpy.context, job, apply)
+        print(f"\ndead backend reported after {waited:.2f} s: {msg}")
+        assert level == "ERROR" and "metamorph serve" in msg
+        assert waited < hb + 2.0
+        assert sc.metamorph.connection == "not connected"
+        assert _state(meshes) == before
+        assert bpy.data.collections.get("Metamorph Results") is None
+    finally:
+        stop_server(proc)

@@ -1,0 +1,315 @@
+"""Robustness: thousands of malformed messages against a live server subprocess.
+
+Each family of malformed input has the error codes it may get back. Every
+message must be answered with a typed error (or, for frames over MAXMSGSIZE,
+dropped by libzmq), the server must stay up with bounded memory, and a
+well-formed request must still succeed afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import msgpack
+import numpy as np
+import psutil
+import pytest
+import zmq
+
+from conftest import start_server
+from shared import PROTOCOL_VERSION, avatar, protocol
+from shared.errors import ERRORS_BY_CODE
+
+MAX_MSG = 4 << 20  # the fuzz server's max_message_bytes (= ZMQ MAXMSGSIZE)
+PER_FAMILY = 110
+BAD = {"bad_message"}
+SIZE = {"bad_message", "too_large"}
+
+
+def hdr(kind="hello", body=None, arrays=(), **over) -> dict:
+    h = {"v": PROTOCOL_VERSION, "id": "fz", "kind": kind, "body": {} if body is None else body,
+         "arrays": list(arrays)}
+    h.update(over)
+    return h
+
+
+def pack(h) -> bytes:
+    return msgpack.packb(h, use_bin_type=True)
+
+
+def junk(rng: random.Random, n: int) -> bytes:
+    return rng.randbytes(n)
+
+
+def any_value(rng: random.Random):
+    return rng.choice([None, True, -7, 2 ** 63 - 1, 3.5, "", "x" * rng.randint(1, 80), b"\x00\x01",
+                       [1, "a"], {"k": [1]}, {3: 4}[3] if False else {"3": 4}])
+
+
+# --- families: rng -> (frames, allowed error codes or None = any well-formed reply) ------------
+
+def f_random_bytes(rng):
+    return [junk(rng, rng.randint(0, 300))], BAD | {"version_mismatch"}
+
+
+def f_random_multipart(rng):
+    return [junk(rng, rng.randint(0, 100)) for _ in range(rng.randint(2, 6))], BAD | {"version_mismatch"}
+
+
+def f_not_a_map(rng):
+    return [pack(rng.choice([1, -1, "hello", [1, 2, 3], None, 2.5, b"bin", True, [hdr()]]))], BAD
+
+
+def f_wrong_field_types(rng):
+    key = rng.choice(["id", "kind", "body", "arrays"])
+    val = rng.choice([v for v in [None, 5, 2.5, [1], {"a": 1}, b"x", "y" * 100, True]
+                      if not (key == "body" and isinstance(v, dict))
+                      and not (key == "arrays" and v == [1] and False)])
+    if key == "kind" and val == "y" * 100:
+        val = 7
+    return [pack(hdr("has_avatar", **{key: val}))], SIZE
+
+
+def f_missing_fields(rng):
+    h = hdr("has_avatar")
+    for k in rng.sample(sorted(h), rng.randint(1, 4)):
+        del h[k]
+    return [pack(h)], BAD | {"version_mismatch"}
+
+
+def f_wrong_version(rng):
+    v = rng.choice([0, 2, 999, -1, "1", None, True, 1.0, [1], PROTOCOL_VERSION + rng.randint(1, 10 ** 6)])
+    return [pack(hdr(v=v))], {"version_mismatch"}
+
+
+def f_unknown_kind(rng):
+    kind = rng.choice(["", "HELLO", "progress", "result", "error", "shutdown", "x" * 300,
+                       "".join(rng.choices("abcdefgh_", k=rng.randint(1, 20)))])
+    return [pack(hdr(kind))], BAD
+
+
+def f_frame_count_mismatch(rng):
+    n_desc = rng.randint(0, 4)
+    descs = [{"name": f"a{i}", "dtype": "|u1", "shape": [2]} for i in range(n_desc)]
+    n_frames = rng.choice([k for k in range(6) if k != n_desc])
+    return [pack(hdr("submit", {"job": "selfcheck"}, descs))] + [b"\0\0"] * n_frames, BAD
+
+
+def f_frame_length_mismatch(rng):
+    dtype = rng.choice(["|u1", "<f4", "<i8", "<f2"])
+    shape = [rng.randint(1, 20), rng.randint(1, 5)]
+    want = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    got = rng.choice([0, want - 1, want + 1, want * 2, rng.randint(0, 500)])
+    if got == want:
+        got += 3
+    return [pack(hdr("submit", {"job": "selfcheck"}, [{"name": "a", "dtype": dtype, "shape": shape}])),
+            b"\0" * got], BAD
+
+
+def f_huge_shapes(rng):
+    shape = rng.choice([[2 ** 40], [2 ** 31, 2 ** 31], [2 ** 62, 4], [10 ** 6] * 4,
+                        [MAX_MSG + 1], [-5], [2 ** 64], [1.5e300], [3] * 30])
+    return [pack(hdr("submit", {"job": "selfcheck"}, [{"name": "a", "dtype": "|u1", "shape": shape}])),
+            b"\0" * 8], SIZE
+
+
+def f_bad_dtypes(rng):
+    dtype = rng.choice([">f4", ">i8", "|O", "<c8", "<c16", "|V8", "<M8[s]", "<U4", "|S3", "float32",
+                        "f", "", None, 4, ["<f4"], {"descr": "<f4"}, "<f16", "<u8" + "x"])
+    return [pack(hdr("submit", {"job": "selfcheck"}, [{"name": "a", "dtype": dtype, "shape": [2]}])),
+            b"\0" * 8], BAD
+
+
+def f_nan_arrays(rng):
+    dtype = rng.choice(["<f2", "<f4", "<f8"])
+    a = np.array([rng.random() for _ in range(rng.randint(1, 50))], dtype)
+    a[rng.randrange(len(a))] = rng.choice([np.nan, np.inf, -np.inf])
+    kind = rng.choice(["submit", "put_avatar"])
+    body = {"job": "selfcheck"} if kind == "submit" else {"texture_sets": []}
+    return [pack(hdr(kind, body, [{"name": "vertices", "dtype": dtype, "shape": [len(a)]}])),
+            a.tobytes()], BAD
+
+
+def f_truncated_header(rng):
+    full = pack(hdr("submit", {"job": "selfcheck", "params": {"steps": 3, "pad": "p" * 50}}))
+    return [full[:rng.randint(1, len(full) - 1)]], BAD
+
+
+def f_bad_params(rng):
+    params, codes = rng.choice([
+        ({"steps": "three"}, {"invalid_params"}), ({"steps": -4}, {"invalid_params"}),
+        ({"steps": 10 ** 12}, {"invalid_params"}), ({"step_delay_s": [1]}, {"invalid_params"}),
+        ({"transform": "explode"}, {"invalid_params"}), ({"fail": "yes"}, {"invalid_params"}),
+        ({"terms": [{"text": "t"}] * 100}, {"too_large"}),
+        ({"terms": [{"text": "z" * 5000}]}, {"too_large"}),
+        ({"cameras": [{}] * 1000}, {"too_large"}),
+        ({"avatar_id": "0" * 64}, {"unknown_avatar"}), ({"avatar_id": 5}, {"invalid_params"}),
+    ])
+    job = rng.choice(["selfcheck", "selfcheck", "nope", ""])
+    if job != "selfcheck":
+        codes = {"invalid_params", "too_large"}
+    return [pack(hdr("submit", {"job": job, "params": params}))], codes
+
+
+def f_unknown_ids(rng):
+    kind = rng.choice(["cancel", "status"])
+    jid = rng.choice(["", "0" * 32, "x" * 64, "".join(rng.choices("0123456789abcdef", k=32))])
+    return [pack(hdr(kind, {"job_id": jid}))], {"unknown_job"}
+
+
+def f_bad_avatar(rng):
+    av = _base_avatar()
+    body, arrays = avatar.to_wire(av)
+    arrays = dict(arrays)
+    what = rng.choice(["drop", "index", "shape", "texture_dtype", "body"])
+    codes = {"invalid_avatar"}
+    if what == "drop":
+        del arrays[rng.choice(["vertices", "faces", "uvs", "texture_0"])]
+    elif what == "index":
+        arrays["faces"] = arrays["faces"].copy()
+        arrays["faces"][0, 0] = rng.choice([-1, 4, 10 ** 6])
+    elif what == "shape":
+        arrays["vertices"] = np.zeros((4, rng.choice([2, 4])), np.float32)
+    elif what == "texture_dtype":
+        arrays["texture_0"] = np.zeros((8, 8, 3), np.float32)
+    else:
+        body = dict(body, texture_sets=rng.choice([5, "x", [{"name": 1}], [{}]]))
+        codes = {"invalid_avatar", "bad_message"}
+    return protocol.encode("put_avatar", "fz", body, arrays), codes
+
+
+def f_deep_nesting(rng):
+    depth = rng.choice([2000, 10 ** 5])
+    nested = b"\x91" * depth + b"\xc0"
+    # {"v": 1, "id": <nested>, ...} built by hand: the packer itself refuses such depth
+    h = pack({"v": PROTOCOL_VERSION, "kind": "hello"})
+    frame = bytes([h[0] + 1]) + h[1:] + pack("id") + nested
+    return [frame], BAD
+
+
+def f_bit_flips(rng):
+    frames = protocol.encode("has_avatar", "fz", {"avatar_id": "a" * 64})
+    b = bytearray(frames[0])
+    for _ in range(rng.randint(1, 4)):
+        b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    return [bytes(b)], None  # may still be a valid has_avatar: any well-formed reply
+
+
+def f_bad_bools_and_wrong_array_names(rng):
+    if rng.random() < 0.5:
+        return [pack(hdr("submit", {"job": "selfcheck"}, [{"name": "m", "dtype": "|b1", "shape": [4]}])),
+                bytes([0, 1, rng.randint(2, 255), 0])], BAD
+    name = rng.choice(["", None, 5, "n" * 200])
+    return [pack(hdr("submit", {"job": "selfcheck"}, [{"name": name, "dtype": "|u1", "shape": [1]}])),
+            b"\0"], BAD
+
+
+FAMILIES = [f_random_bytes, f_random_multipart, f_not_a_map, f_wrong_field_types, f_missing_fields,
+            f_wrong_version, f_unknown_kind, f_frame_count_mismatch, f_frame_length_mismatch,
+            f_huge_shapes, f_bad_dtypes, f_nan_arrays, f_truncated_header, f_bad_params,
+            f_unknown_ids, f_bad_avatar, f_deep_nesting, f_bit_flips, f_bad_bools_and_wrong_array_names]
+
+_AV = None
+
+
+def _base_avatar():
+    global _AV
+    if _AV is None:
+        v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+        f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.int32)
+        _AV = avatar.AvatarData(v, f, v[:, :2].copy(), f.copy(), np.zeros(4, np.int32),
+                                [avatar.TextureSet("t", np.zeros((8, 8, 3), np.uint8))])
+    return _AV
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process, sampled every 20 ms."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.peak = self.proc.memory_info().rss
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.wait(0.02):
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory):
+    sp = start_server("--limit", f"max_message_bytes={MAX_MSG}", "--limit", "max_header_bytes=65536",
+                      tmp_path=tmp_path_factory.mktemp("fuzz"))
+    yield sp
+    sp.stop()
+
+
+def test_fuzz_thousands_of_malformed_messages(fuzz_server):
+    sp = fuzz_server
+    rng = random.Random(20261121)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(sp.endpoint)
+    sampler = RssSampler(sp.pid)
+    baseline = sampler.peak
+    sampler.start()
+    sent, answered, by_code = 0, 0, {}
+    try:
+        cases = [(fam.__name__, *fam(rng)) for fam in FAMILIES for _ in range(PER_FAMILY)]
+        rng.shuffle(cases)
+        for start in range(0, len(cases), 50):  # pipelined: 50 in flight, answered in order
+            batch = cases[start:start + 50]
+            for _, frames, _ in batch:
+                sock.send_multipart(frames, copy=False)
+            sent += len(batch)
+            for name, frames, codes in batch:
+                assert sock.poll(20_000), f"no answer to a {name} message"
+                reply = protocol.decode(sock.recv_multipart(copy=False), protocol.CLIENT_LIMITS,
+                                        from_client=False)
+                answered += 1
+                if codes is None:
+                    assert reply.kind in ("error", "has_avatar"), name
+                    if reply.kind == "error":
+                        assert reply.body["code"] in ERRORS_BY_CODE
+                    continue
+                assert reply.kind == "error", f"{name} got a {reply.kind} reply: {reply.body}"
+                code = reply.body["code"]
+                assert code in codes, f"{name}: {code} not in {codes}: {reply.body['message']}"
+                assert reply.body["message"]  # a sentence for a person
+                by_code[code] = by_code.get(code, 0) + 1
+
+        # Frames over MAXMSGSIZE: libzmq drops the connection; no reply, no allocation here.
+        for _ in range(3):
+            sock.send_multipart([pack(hdr("submit", {"job": "selfcheck"},
+                                          [{"name": "a", "dtype": "|u1", "shape": [MAX_MSG + 1]}])),
+                                 np.zeros(MAX_MSG + 1, np.uint8)], copy=False)
+            sent += 1
+            assert not sock.poll(300), "an oversized message was answered instead of dropped"
+
+        assert sp.alive
+        # A well-formed request still works (the DEALER reconnected by itself).
+        sampler.done.set()
+        with sp.client(timeout_s=20) as c:
+            c.hello()
+            x = np.arange(6, dtype=np.float32)
+            jid = c.submit("selfcheck", {"steps": 2}, {"x": x})
+            result = c.wait(jid, timeout_s=30)
+            np.testing.assert_array_equal(result.arrays["x"], 2 * x + 1)
+    finally:
+        sampler.done.set()
+        sock.close(0)
+        ctx.term()
+    sampler.join(1)
+    peak_mb, base_mb = sampler.peak / 2 ** 20, baseline / 2 ** 20
+    print(f"\nfuzz: {sent} malformed messages sent, {answered} answered with typed errors "
+          f"{dict(sorted(by_code.items()))}, 3 oversized dropped; server RSS {base_mb:.0f} MB "
+          f"before, peak {peak_mb:.0f} MB")
+    assert sent >= 2000 and answered >= 2000
+    assert sp.alive
+    assert peak_mb - base_mb < 512, f"server memory grew by {peak_mb - base_mb:.0f} MB"

@@ -1,0 +1,134 @@
+"""Render passes checked against values worked out by hand, and the fused CPU
+kernels checked against the plain torch path (values and gradients)."""
+
+import numpy as np
+import pytest
+import torch
+
+from backend.render import Lights, render
+from backend.render.procedural import checker_texture, look_at, uv_sphere
+from shared.camera import Camera
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These renders are small: on a busy 2-core box torch's thread pool spends more
+    time waiting than working (about 10x here), so run them single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def quad(z=0.0, size=1.0):
+    """A square in the XY plane facing +Z, with UVs covering [0,1]^2."""
+    v = torch.tensor([[-size, -size, z], [size, -size, z], [size, size, z], [-size, size, z]])
+    f = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    uv = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    return v, f, uv, f.clone()
+
+
+TOP = Camera(look_at((0, 0, 5.0), up=(0, 1, 0)), resolution_x=40, resolution_y=40)
+
+
+def test_plane_passes_depth_normal_alpha_uv():
+    v, f, uv, uf = quad(z=0.5)
+    tex = torch.full((4, 4, 3), 0.5)
+    out = render(v[None], f, uv, uf, [tex], None, [TOP],
+                 passes=("depth", "normal_camera", "normal_world", "alpha", "uv", "tri_id"))
+    cover = out["alpha"][0, ..., 0] > 0
+    assert 0.2 < cover.float().mean() < 0.9
+    assert torch.allclose(out["depth"][0][cover], torch.tensor(4.5), atol=1e-5)
+    assert torch.allclose(out["normal_camera"][0][cover], torch.tensor([0.0, 0.0, 1.0]), atol=1e-6)
+    assert torch.allclose(out["normal_world"][0][cover], torch.tensor([0.0, 0.0, 1.0]), atol=1e-6)
+    assert (out["tri_id"][0][~cover] == -1).all() and (out["depth"][0][~cover] == 0).all()
+    # Looking down with +Y up in the image: u grows to the right, v grows upwards (rows go down).
+    uvs = out["uv"][0]
+    rows, cols = torch.nonzero(cover, as_tuple=True)
+    r, c = int(rows.float().mean()), int(cols.float().mean())
+    assert uvs[r, c + 3, 0] > uvs[r, c, 0] and uvs[r - 3, c, 1] > uvs[r, c, 1]
+
+
+def test_lambert_shading_and_grey_pass_match_the_formula():
+    v, f, uv, uf = quad()
+    tex = torch.tensor([0.2, 0.4, 0.8]).expand(4, 4, 3).contiguous()
+    lights = Lights(directions=((0.0, 0.6, 0.8),), colors=((1.0, 0.5, 0.25),), ambient=(0.1, 0.1, 0.1), space="world")
+    out = render(v[None], f, uv, uf, [tex], None, [TOP], lights=lights, background=(0.0, 1.0, 0.0),
+                 passes=("color", "grey", "albedo", "alpha"), grey_albedo=0.5)
+    cover = out["alpha"][0, ..., 0] > 0
+    irr = torch.tensor([0.1 + 0.8 * 1.0, 0.1 + 0.8 * 0.5, 0.1 + 0.8 * 0.25])
+    assert torch.allclose(out["color"][0][cover], tex[0, 0] * irr, atol=1e-5)
+    assert torch.allclose(out["grey"][0][cover], 0.5 * irr, atol=1e-5)
+    assert torch.allclose(out["albedo"][0][cover], tex[0, 0], atol=1e-6)
+    assert torch.equal(out["color"][0][~cover], torch.tensor([0.0, 1.0, 0.0]).expand(int((~cover).sum()), 3))
+
+
+def test_back_faces_are_shaded_two_sided_by_default():
+    v, f, uv, uf = quad()
+    below = Camera(look_at((0, 0, -5.0), up=(0, 1, 0)), resolution_x=24, resolution_y=24)
+    tex = torch.full((2, 2, 3), 1.0)
+    two = render(v[None], f, uv, uf, [tex], None, [below], passes=("normal_camera", "alpha"))
+    one = render(v[None], f, uv, uf, [tex], None, [below], passes=("normal_camera",), two_sided=False)
+    cover = two["alpha"][0, ..., 0] > 0
+    assert torch.allclose(two["normal_camera"][0][cover][:, 2], torch.tensor(1.0))
+    assert torch.allclose(one["normal_camera"][0][cover][:, 2], torch.tensor(-1.0))
+
+
+def test_background_images_per_view_get_gradients_where_uncovered():
+    v, f, uv, uf = quad()
+    bg = torch.rand(2, 40, 40, 3, requires_grad=True)
+    out = render(v[None].expand(2, -1, -1), f, uv, uf, [torch.ones(2, 2, 3)], None, [TOP, TOP], background=bg,
+                 passes=("color", "alpha"))
+    cover = out["alpha"][..., 0] > 0
+    assert torch.equal(out["color"][~cover], bg.detach()[~cover])
+    out["color"].sum().backward()
+    assert (bg.grad[~cover] == 1).all() and (bg.grad[cover] == 0).all()
+
+
+def test_texture_repeat_wraps_and_clamp_extends():
+    v, f, uv, uf = quad()
+    uv = uv * 2.0 - 0.5  # spans [-0.5, 1.5]: outside the image on every side
+    tex = torch.tensor(checker_texture(8, 2))
+    rep = render(v[None], f, uv, uf, [tex], None, [TOP], passes=("albedo", "uv", "alpha"))
+    cla = render(v[None], f, uv, uf, [tex], None, [TOP], passes=("albedo",), texture_wrap="clamp")
+    cover = rep["alpha"][0, ..., 0] > 0
+    uvs = rep["uv"][0][cover]
+    shifted = render(v[None], f, uv + 1.0, uf, [tex], None, [TOP], passes=("albedo",))
+    assert torch.allclose(shifted["albedo"], rep["albedo"], atol=1e-5)  # period 1 in u and v
+    assert not torch.allclose(cla["albedo"][0][cover], rep["albedo"][0][cover], atol=1e-3)
+    outside = (uvs[:, 0] < -0.1) & (uvs[:, 1] > 0.1) & (uvs[:, 1] < 0.9)
+    assert torch.allclose(cla["albedo"][0][cover][outside], tex[:, 0][
+        ((1 - uvs[outside, 1]) * 8 - 0.5).round().clamp(0, 7).long()], atol=0.15)
+
+
+def _scene(dtype):
+    v, f, uv, uf = uv_sphere(20, 10, bumps=0.15)
+    cams = [Camera(look_at((0.3, -4.0, 1.0)), shift_x=0.05, resolution_x=48, resolution_y=40),
+            Camera(look_at((3.0, 2.0, 2.0), roll=0.3), type="ORTHO", ortho_scale=2.8, resolution_x=48, resolution_y=40)]
+    mat = (torch.arange(len(f)) % 3 == 0).long()
+    return (torch.tensor(v, dtype=dtype)[None].repeat(2, 1, 1), torch.tensor(f), torch.tensor(uv, dtype=dtype),
+            torch.tensor(uf), mat, cams)
+
+
+@pytest.mark.parametrize("options", [{}, {"smooth_normals": False},
+                                     {"lights": Lights(space="world"), "texture_wrap": "clamp"}])
+def test_fused_cpu_kernels_equal_the_torch_path(options):
+    passes = ("color", "grey", "albedo", "normal_camera", "normal_world", "depth", "alpha", "uv")
+    results = []
+    for fused in (True, False):
+        v, f, uv, uf, mat, cams = _scene(torch.float32)
+        v.requires_grad_(True)
+        texs = [torch.tensor(checker_texture(16, 4), requires_grad=True),
+                torch.tensor(checker_texture(8, 2)[::-1].copy(), requires_grad=True)]
+        out = render(v, f, uv, uf, texs, mat, cams, passes=passes, fused=fused, **options)
+        gen = torch.Generator().manual_seed(3)
+        loss = sum((out[p] * torch.rand(out[p].shape, generator=gen)).sum() for p in passes)
+        loss.backward()
+        results.append((out, v.grad, [t.grad for t in texs]))
+    (o1, gv1, gt1), (o2, gv2, gt2) = results
+    for p in passes:
+        assert torch.allclose(o1[p], o2[p], atol=2e-5), p
+    assert gv2.abs().max() > 1
+    assert torch.allclose(gv1, gv2, rtol=1e-4, atol=1e-3 * float(gv2.abs().max()))
+    for a, b in zip(gt1, gt2):
+        assert b.abs().max() > 0 and torch.allclose(a, b, rtol=1e-4, atol=1e-4)
