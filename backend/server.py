@@ -38,7 +38,7 @@ import zmq
 import zmq.auth
 
 from shared import PROTOCOL_VERSION, avatar as avatar_mod, codec, protocol
-from shared.errors import (BadMessage, Cancelled, Internal, InvalidParams, MetamorphError,
+from shared.errors import (Cancelled, Internal, InvalidAvatar, InvalidParams, MetamorphError,
                            OutOfMemory, TooLarge, UnknownAvatar, UnknownJob)
 
 from . import jobs as jobs_mod
@@ -60,6 +60,7 @@ class ServerConfig:
     client_timeout_s: float = 30.0        # silent client -> its jobs are cancelled
     heartbeat_s: float = 2.0              # ZMTP heartbeat interval
     avatar_cache_size: int = 8            # avatars kept in memory (LRU)
+    avatar_cache_mb: int = 4096           # ...and their bytes
     max_queue: int = 32                   # queued + running jobs
     limits: protocol.Limits = field(default_factory=protocol.Limits)
     curve_secret_key: str | None = None   # path to a zmq.auth secret key file
@@ -142,11 +143,19 @@ def guidance_models() -> list[str]:
 
 # --- state -------------------------------------------------------------------------
 
-class AvatarCache:
-    """Avatars by content hash, least recently used evicted first. Loop thread only."""
+def avatar_nbytes(av: avatar_mod.AvatarData) -> int:
+    arrays = [av.vertices, av.faces, av.uvs, av.uv_faces, av.face_material, av.blendshapes]
+    return sum(int(a.nbytes) for a in arrays) + sum(int(t.image.nbytes) for t in av.texture_sets)
 
-    def __init__(self, max_items: int):
+
+class AvatarCache:
+    """Avatars by content hash, least recently used evicted first, bounded in count
+    and bytes (the newest is always kept). Loop thread only."""
+
+    def __init__(self, max_items: int, max_bytes: int = 4 << 30):
         self.max_items = max(1, int(max_items))
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
         self._items: collections.OrderedDict[str, avatar_mod.AvatarData] = collections.OrderedDict()
 
     def __contains__(self, key: str) -> bool:
@@ -159,10 +168,14 @@ class AvatarCache:
         return av
 
     def put(self, key: str, av: avatar_mod.AvatarData) -> None:
+        if key in self._items:
+            self.nbytes -= avatar_nbytes(self._items[key])
         self._items[key] = av
         self._items.move_to_end(key)
-        while len(self._items) > self.max_items:
-            old, _ = self._items.popitem(last=False)
+        self.nbytes += avatar_nbytes(av)
+        while len(self._items) > 1 and (len(self._items) > self.max_items or self.nbytes > self.max_bytes):
+            old, gone = self._items.popitem(last=False)
+            self.nbytes -= avatar_nbytes(gone)
             log.info("avatar cache full: evicted %s", old[:12])
 
 
@@ -193,10 +206,11 @@ class Server:
         self.handlers = dict(handlers) if handlers is not None else jobs_mod.handlers()
         self.device = resolve_device(cfg.device)
         self.guidance_models = guidance_models()
+        self.versions = _versions()
         self.cache_dir = Path(cfg.cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                               / "metamorph").resolve()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.avatars = AvatarCache(cfg.avatar_cache_size)
+        self.avatars = AvatarCache(cfg.avatar_cache_size, cfg.avatar_cache_mb << 20)
         self.jobs: dict[str, Job] = {}
         self.queue: collections.deque[Job] = collections.deque()
         self.running: Job | None = None
@@ -294,9 +308,14 @@ class Server:
             worker.join(timeout=10)
             if worker.is_alive():
                 log.warning("the running job did not stop within 10 s; exiting anyway")
-            # Forward what the worker said last (e.g. "cancelled") before leaving.
+            # Forward what the worker said last (e.g. "cancelled") before leaving, and tell
+            # clients whose jobs never started.
             while self.inbox.poll(0, zmq.POLLIN):
                 self.router.send_multipart(self.inbox.recv_multipart(copy=False), copy=False)
+            for job in list(self.queue):
+                self._reply_error(job.identity, Cancelled("The server shut down before the job "
+                                                          "started; submit it again."),
+                                  job.request_id, job.id)
             self.router.close(linger=500)
             for s in (self.inbox, self.outbox):
                 s.close(linger=0)
@@ -327,7 +346,10 @@ class Server:
                         frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._handle(frames)
+                    try:
+                        self._handle(frames)
+                    except Exception:  # even a failing error reply must not stop the loop
+                        log.exception("unexpected failure handling a message")
             now = time.monotonic()
             if now >= next_sweep:
                 self._sweep_silent_clients(now)
@@ -358,7 +380,8 @@ class Server:
 
     def _on_hello(self, identity, msg):
         self._reply(identity, msg, {
-            "protocol": PROTOCOL_VERSION, "server_version": SERVER_VERSION, "device": self.device,
+            "protocol": PROTOCOL_VERSION, "server_version": SERVER_VERSION, "versions": self.versions,
+            "device": self.device,
             "limits": self.limits.to_dict(), "job_kinds": sorted(self.handlers),
             "guidance_models": self.guidance_models, "heartbeat_s": self.cfg.heartbeat_s,
             "client_timeout_s": self.cfg.client_timeout_s, "curve": self.security == "curve",
@@ -373,10 +396,14 @@ class Server:
 
     def _on_put_avatar(self, identity, msg):
         av = avatar_mod.from_wire(msg.body, msg.arrays)
-        avatar_mod.validate(av, self.limits.avatar_limits())
+        try:
+            avatar_mod.validate(av, self.limits.avatar_limits())
+        except (TypeError, ValueError, IndexError) as e:  # malformed beyond what validate names
+            raise InvalidAvatar(f"The avatar message is malformed: {e}") from e
         aid = avatar_mod.content_hash(av)
         cached = aid in self.avatars
         if not cached:
+            _freeze(av)  # jobs share the cached avatar: none may modify it
             self.avatars.put(aid, av)
             log.info("avatar %s: %d vertices, %d faces, %d blendshapes", aid[:12], av.num_vertices,
                      av.num_faces, len(av.blendshape_names))
@@ -589,6 +616,30 @@ class Server:
             return protocol.encode_error(err, job.request_id, job.id), "failed"
 
 
+def _freeze(av: avatar_mod.AvatarData) -> None:
+    arrays = [av.vertices, av.faces, av.uvs, av.uv_faces, av.face_material, av.blendshapes]
+    arrays += [t.image for t in av.texture_sets]
+    if av.track is not None:
+        arrays += [av.track.frames, av.track.weights]
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {"server": SERVER_VERSION, "protocol": PROTOCOL_VERSION,
+           "python": ".".join(map(str, sys.version_info[:3])), "numpy": np.__version__,
+           "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version()}
+    for pkg in ("torch", "open_clip_torch"):
+        try:
+            out[pkg] = metadata.version(pkg)  # without importing it
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
 def _free_device_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
@@ -619,7 +670,10 @@ def add_parser(subparsers) -> None:
                    help="ZMTP heartbeat interval (default %(default)s)")
     p.add_argument("--avatar-cache", type=int, default=8, metavar="N",
                    help="avatars kept in memory (default %(default)s)")
-    p.add_argument("--max-queue", type=int, default=32, metavar="N")
+    p.add_argument("--avatar-cache-mb", type=int, default=4096, metavar="MB",
+                   help="bytes of avatars kept in memory (default %(default)s)")
+    p.add_argument("--max-queue", type=int, default=32, metavar="N",
+                   help="jobs queued or running at most (default %(default)s)")
     p.add_argument("--limit", type=_parse_limit, action="append", default=[], metavar="KEY=INT",
                    help="override a protocol limit, e.g. --limit max_vertices=1000000")
     p.add_argument("--curve-secret-key", metavar="FILE",
@@ -636,7 +690,8 @@ def config_from_args(args) -> ServerConfig:
     return ServerConfig(
         bind=args.bind, device=args.device, cache_dir=args.cache_dir,
         client_timeout_s=args.client_timeout, heartbeat_s=args.heartbeat,
-        avatar_cache_size=args.avatar_cache, max_queue=args.max_queue,
+        avatar_cache_size=args.avatar_cache, avatar_cache_mb=args.avatar_cache_mb,
+        max_queue=args.max_queue,
         limits=protocol.Limits().replace(**dict(args.limit)),
         curve_secret_key=args.curve_secret_key, curve_authorized_dir=args.curve_authorized_dir,
         insecure=args.insecure, ready_file=args.ready_file)

@@ -18,7 +18,6 @@ import queue
 import threading
 import time
 
-import numpy as np
 
 from ._shared import errors
 

@@ -83,7 +83,8 @@ def _image_pixels(img) -> np.ndarray:
     img.pixels.foreach_get(px)
     px = px.reshape(h, w, img.channels)[::-1]
     rgb = px[..., :3] if img.channels >= 3 else np.repeat(px[..., :1], 3, -1)
-    if img.is_float and img.colorspace_settings.name in ("Linear Rec.709", "Linear", "Non-Color"):
+    if img.is_float and img.colorspace_settings.name != "Non-Color":
+        # Blender keeps float buffers scene-linear whatever the file was; bytes stay as stored
         rgb = mm_avatar.linear_to_srgb(rgb)
     return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
 

@@ -104,12 +104,12 @@ def main(argv=None) -> int:
         print(f"extract: skipped ({e})")
 
     if av is not None and not a.no_upload:
-        from addon_backend import start_server, stop_server
+        from conftest import start_server  # the test suite's server launcher
         from shared.client import Client
         with tempfile.TemporaryDirectory() as tmp:
-            proc, endpoint = start_server(tmp)
+            sp = start_server(tmp_path=tmp)
             try:
-                with Client(endpoint, timeout_s=120) as c:
+                with Client(sp.endpoint, timeout_s=120) as c:
                     c.hello()
                     t = time.perf_counter()
                     got = c.put_avatar(av)
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
                 print(f"upload: {up:.3f} s; again (server has the hash): {again * 1000:.1f} ms "
                       f"(skipped={c.last_upload_skipped})")
             finally:
-                stop_server(proc)
+                sp.stop()
 
     res = fake_result([obj], name="bench", tex_size=a.texture)
     best = float("inf")

@@ -3,8 +3,9 @@
 A :class:`Camera` carries the raw Blender camera settings (world matrix, lens,
 sensor, fit, shift, clip range, render resolution, pixel aspect) rather than a
 derived projection, so the add-on can fill it straight from ``bpy`` data and the
-backend converts it once, in :func:`shared.camera.projection` (added by the
-renderer work), used everywhere.
+backend converts it once, in :func:`projection` (Blender's view-plane rules:
+sensor fit, shift, pixel aspect, orthographic scale), used everywhere;
+:func:`project_points` is the numpy reference of the resulting mapping.
 
 Conventions: Blender world space, Z up, metres. The camera looks down its local
 -Z axis with +Y up. ``matrix_world`` is camera-to-world, row-major ``[4,4]``.
@@ -155,6 +156,9 @@ def projection(cam: Camera, size: tuple[int, int] | None = None) -> Projection:
     of ``resolution * pixel_aspect``) spans that image side; shift is a fraction
     of that side; pixel aspect stretches the other side; orthographic cameras
     use ``ortho_scale`` metres instead of ``sensor * distance / lens``.
+
+    Pixel aspects below 1 are accepted (the same formulas extend to them) although
+    Blender's UI clamps them to [1, 200].
 
     ``size=(W, H)`` renders the same framing (same view plane) with another
     pixel count; the pixels may then not be square (W/H should match the

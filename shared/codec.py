@@ -162,7 +162,9 @@ def decode_arrays(descs: list, frames: list, max_bytes: int, max_arrays: int = 2
     if total > max_bytes:
         raise TooLarge(f"The message declares {total} bytes of arrays, more than this limit of "
                        f"{max_bytes} bytes; send less data or raise the server's limit.",
-                       details={"declared_bytes": total, "max_bytes": max_bytes})
+                       # as text beyond 2**63: msgpack cannot carry bigger ints
+                       details={"declared_bytes": total if total < 2 ** 63 else str(total),
+                                "max_bytes": max_bytes})
     names = [d["name"] for d in descs]
     if len(set(names)) != len(names):
         raise BadMessage("Array names in a message must be unique.")

@@ -23,8 +23,8 @@ Request bodies (client -> server):
     status      {job_id?: str}
 
 Reply bodies (server -> client):
-    hello       {protocol, server_version, device, limits, job_kinds, guidance_models,
-                 heartbeat_s, client_timeout_s, curve}
+    hello       {protocol, server_version, versions: {package: version}, device, limits,
+                 job_kinds, guidance_models, heartbeat_s, client_timeout_s, curve}
     heartbeat   {time}
     put_avatar  {avatar_id, cached: bool}
     has_avatar  {avatar_id, present: bool}
@@ -262,8 +262,12 @@ def check_body(msg: Message, limits: Limits, *, from_client: bool) -> None:
         elif k in ("has_avatar",):
             _short_str(b, "avatar_id")
         elif k == "put_avatar":
-            _req(b, "texture_sets", list, "a list of texture set descriptions")
-            _req(b, "blendshape_names", list, "a list of names", optional=True)
+            sets = _req(b, "texture_sets", list, "a list of texture set descriptions")
+            if not all(isinstance(t, dict) for t in sets):
+                raise BadMessage("Each texture set must be a map {name, base_color}.")
+            names = _req(b, "blendshape_names", list, "a list of names", optional=True) or []
+            if not all(isinstance(n, str) and len(n) <= 256 for n in names):
+                raise BadMessage("Blendshape names must be strings of at most 256 characters.")
             for name, a in msg.arrays.items():
                 if name.startswith("texture_") and a.ndim >= 2 and max(a.shape[:2]) > limits.max_texture_size:
                     raise TooLarge(f"Texture '{name}' is {a.shape[1]}x{a.shape[0]}, larger than this "

@@ -122,6 +122,15 @@ def handmade(out, rep):
     sub = scene_io.extract_avatar([ob3])
     rep["modifier"] = {"vertices": len(sub.vertices), "faces": len(sub.faces),
                        "original_vertices": len(me3.vertices)}
+    # image textures: float buffers are linear (-> sRGB), byte buffers are taken as stored
+    for fl in (True, False):
+        img = bpy.data.images.new(f"img_{fl}", 2, 2, float_buffer=fl)
+        img.pixels.foreach_set(np.full(16, 0.214, np.float32))
+        m = bpy.data.materials.new(f"tex_{fl}")
+        tex = m.node_tree.nodes.new("ShaderNodeTexImage")
+        tex.image = img
+        m.node_tree.links.new(tex.outputs["Color"], m.node_tree.nodes["Principled BSDF"].inputs["Base Color"])
+        rep[f"image_float_{fl}"] = scene_io.texture_set_for(m).image[0, 0].tolist()
     # errors a person can act on
     me2 = bpy.data.meshes.new("nouv")
     me2.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])

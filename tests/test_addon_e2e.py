@@ -5,13 +5,12 @@ leave the scene unchanged; the timer callback's longest stall is measured."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 import pytest
 
-from addon_backend import start_server, stop_server
+from conftest import start_server
 
 bpy = pytest.importorskip("bpy")
 scene_io = pytest.importorskip("blender_addon.scene_io")
@@ -31,19 +30,17 @@ def sample_glb(tmp_path_factory):
     return save_glb(sample_avatar(texture_size=64), path)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    proc, endpoint = start_server(tmp_path_factory.mktemp("server"))
-    _require_stylize(proc, endpoint)
-    yield proc, endpoint
-    stop_server(proc)
+@pytest.fixture
+def stylize_server(server):
+    """The session's shared server (tests/conftest.py), once it offers the stylize job."""
+    _require_stylize(server.endpoint)
+    return server
 
 
-def _require_stylize(proc, endpoint):
+def _require_stylize(endpoint):
     from shared.client import connect
     with connect(endpoint) as c:
         if "stylize" not in c.server_info.get("job_kinds", []):
-            stop_server(proc)
             pytest.skip("the backend has no stylize job yet")
 
 
@@ -85,8 +82,8 @@ def disabled_addon():
     addon_utils.disable("blender_addon", default_set=True)
 
 
-def test_stylize_apply_export_and_render(sample_glb, server, tmp_path, disabled_addon):
-    _, endpoint = server
+def test_stylize_apply_export_and_render(sample_glb, stylize_server, tmp_path, disabled_addon):
+    endpoint = stylize_server.endpoint
     sc, meshes = _scene(sample_glb, endpoint, tmp_path)
     assert not bpy.ops.metamorph.stylize.poll()  # not connected yet: the button says why
     assert bpy.ops.metamorph.connect() == {"FINISHED"}
@@ -196,8 +193,9 @@ def _drive_until(job, cond, limit_s=60):
     return fired
 
 
-def test_cancel_mid_job_leaves_scene_unchanged(sample_glb, server, tmp_path, disabled_addon):
-    _, endpoint = server
+def test_cancel_mid_job_leaves_scene_unchanged(sample_glb, stylize_server, tmp_path,
+                                               disabled_addon):
+    endpoint = stylize_server.endpoint
     sc, meshes = _scene(sample_glb, endpoint, tmp_path)
     sc.metamorph.steps = 200
     bpy.ops.metamorph.connect()
@@ -219,11 +217,12 @@ def test_cancel_mid_job_leaves_scene_unchanged(sample_glb, server, tmp_path, dis
     assert bpy.data.collections.get("Metamorph Results") is None
 
 
-def test_killed_backend_reports_within_heartbeat_and_changes_nothing(sample_glb, tmp_path,
-                                                                     disabled_addon):
-    proc, endpoint = start_server(tmp_path / "own")
-    _require_stylize(proc, endpoint)
+def test_killed_backend_reports_within_heartbeat_and_changes_nothing(sample_glb, stylize_server,
+                                                                     tmp_path, disabled_addon):
+    sp = start_server(tmp_path=tmp_path / "own")
+    proc, endpoint = sp.proc, sp.endpoint
     try:
+        _require_stylize(endpoint)
         hb = 3.0
         sc, meshes = _scene(sample_glb, endpoint, tmp_path, hb=hb)
         sc.metamorph.steps = 200
@@ -248,4 +247,4 @@ def test_killed_backend_reports_within_heartbeat_and_changes_nothing(sample_glb,
         assert _state(meshes) == before
         assert bpy.data.collections.get("Metamorph Results") is None
     finally:
-        stop_server(proc)
+        sp.stop()

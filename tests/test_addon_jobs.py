@@ -11,20 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from addon_backend import start_server, stop_server
-
 pytest.importorskip("bpy")
 
 from blender_addon import jobs  # noqa: E402
 from shared import errors  # noqa: E402
 from shared.avatar import AvatarData, TextureSet, content_hash  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    proc, endpoint = start_server(tmp_path_factory.mktemp("server"))
-    yield proc, endpoint
-    stop_server(proc)
 
 
 def _opts(endpoint, hb=2.0):
@@ -59,7 +50,7 @@ def _tiny_avatar(seed=0):
 
 
 def test_job_streams_progress_and_result_without_stalling(server):
-    _, endpoint = server
+    endpoint = server.endpoint
     arrays = {"x": np.arange(6, dtype=np.float32)}
     work = functools.partial(jobs.run_job, kind="selfcheck",
                              params={"steps": 5, "step_delay_s": 0.05}, arrays=arrays)
@@ -80,7 +71,7 @@ def test_job_streams_progress_and_result_without_stalling(server):
 
 
 def test_avatar_uploaded_once_per_content_hash(server):
-    _, endpoint = server
+    endpoint = server.endpoint
     av = _tiny_avatar()
     aid = content_hash(av)
     uploads = []
@@ -96,7 +87,7 @@ def test_avatar_uploaded_once_per_content_hash(server):
 
 
 def test_cancel_mid_job_ends_cancelled(server):
-    _, endpoint = server
+    endpoint = server.endpoint
     work = functools.partial(jobs.run_job, kind="selfcheck",
                              params={"steps": 200, "step_delay_s": 0.05}, arrays={})
     job = jobs.Job("selfcheck", work, _opts(endpoint))

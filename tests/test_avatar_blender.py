@@ -127,6 +127,12 @@ def test_extraction_evaluates_modifiers_without_touching_the_mesh(blender_run):
     assert m == {"vertices": 9, "faces": 8, "original_vertices": 4}
 
 
+def test_image_textures_are_read_as_srgb_bytes(blender_run):
+    rep = blender_run[2]
+    assert rep["image_float_True"] == [127, 127, 127]      # linear 0.214 -> sRGB 0.5
+    assert rep["image_float_False"] == [55, 55, 55]        # the stored byte (0.214 * 255 rounded)
+
+
 def test_extraction_errors_name_the_object(blender_run):
     errs = blender_run[2]["errors"]
     assert errs["no_uv"][0] == "InvalidAvatar" and "'nouv' has no UV map" in errs["no_uv"][1]

@@ -3,7 +3,6 @@
 import io
 import json
 import os
-import struct
 
 import numpy as np
 import pygltflib as gl
@@ -344,3 +343,20 @@ def test_cli_sample_avatar_writes_the_parameterised_glb(tmp_path, capsys):
     params.write_text(json.dumps({"glasses": "monocle"}))
     assert _cli(["--out", str(tmp_path / "b.glb"), "--params", str(params)]) == 2
     assert "glasses" in capsys.readouterr().err and not (tmp_path / "b.glb").exists()
+
+
+def test_gltf_with_external_bin_loads_like_the_glb(sample_glb, tmp_path):
+    from pathlib import Path
+
+    doc = gl.GLTF2().load(sample_glb)
+    doc._path = Path(tmp_path)                             # pygltflib writes 0.bin there
+    doc.convert_buffers(gl.BufferFormat.BINFILE)
+    out = tmp_path / "sample.gltf"
+    doc.save(str(out))
+    assert any(p.suffix == ".bin" for p in tmp_path.iterdir())
+    assert content_hash(load_avatar(out)) == content_hash(load_avatar(sample_glb))
+    for p in tmp_path.iterdir():
+        if p.suffix == ".bin":
+            p.write_bytes(p.read_bytes()[:1000])        # truncate the external buffer
+    with pytest.raises(InvalidAvatar, match=r"sample\.gltf.*truncated"):
+        load_avatar(out)

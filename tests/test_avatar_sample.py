@@ -34,7 +34,7 @@ def test_sample_is_a_valid_detailed_avatar(av):
     assert av.num_vertices >= 8000
     assert av.texture_sets[0].image.shape == (1024, 1024, 3)
     assert av.texture_sets[0].image.dtype == np.uint8
-    assert set(REQUIRED) <= set(av.blendshape_names)
+    assert set(REQUIRED) <= set(av.blendshape_names) == set(ARKIT_NAMES)
     assert av.blendshapes.shape == (len(av.blendshape_names), av.num_vertices, 3)
     # head-and-shoulders proportions, metres, Z up, facing -Y
     lo, hi = av.vertices.min(0), av.vertices.max(0)
@@ -195,9 +195,11 @@ def test_blendshapes_are_local_and_plausible(av, geom):
 def test_uv_layout_is_clean(av):
     uv = av.uvs[av.uv_faces]                              # [F,3,2]
     assert uv.min() >= 0.0 and uv.max() <= 1.0
-    area = 0.5 * np.abs((uv[:, 1, 0] - uv[:, 0, 0]) * (uv[:, 2, 1] - uv[:, 0, 1])
-                        - (uv[:, 2, 0] - uv[:, 0, 0]) * (uv[:, 1, 1] - uv[:, 0, 1]))
-    assert (area > 0).mean() > 0.999                     # no collapsed UV triangles (a few at poles)
+    signed = 0.5 * ((uv[:, 1, 0] - uv[:, 0, 0]) * (uv[:, 2, 1] - uv[:, 0, 1])
+                    - (uv[:, 2, 0] - uv[:, 0, 0]) * (uv[:, 1, 1] - uv[:, 0, 1]))
+    # every chart keeps the winding of the surface (no mirrored or collapsed UV triangles)
+    assert (signed > 0).mean() > 0.999
+    area = np.abs(signed)
     # non-overlapping: the union of all UV triangles covers (almost) the sum of their areas
     S = 2048
     mask = Image.new("1", (S, S), 0)
@@ -208,7 +210,7 @@ def test_uv_layout_is_clean(av):
     assert union > 0.95 * area.sum(), (union, area.sum())
 
 
-def test_albedo_paints_features(av):
+def test_albedo_paints_features(av, geom):
     img = av.texture_sets[0].image.astype(float)
     lm = landmarks()
     v, uvs, uvf, f = av.vertices, av.uvs, av.uv_faces, av.faces
@@ -219,7 +221,7 @@ def test_albedo_paints_features(av):
         px = img[np.clip(((1 - uv[:, 1]) * 1024).astype(int), 0, 1023), np.clip((uv[:, 0] * 1024).astype(int), 0, 1023)]
         return px.mean(0)
 
-    skin_ = (v[:, 1] < 0) & (np.abs(v[:, 0]) < 0.01)
+    skin_ = (v[:, 1] < 0) & (np.abs(v[:, 0]) < 0.01) & _part(geom, "skin")
     lips = texel(skin_ & (np.abs(v[:, 2] - lm["mouth"][1] - 0.004) < 0.002))
     forehead = texel(skin_ & (np.abs(v[:, 2] - lm["brow_z"] - 0.03) < 0.003))
     assert lips[0] / lips[1] > forehead[0] / forehead[1] + 0.1          # lips are redder than skin

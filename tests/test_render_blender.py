@@ -18,7 +18,7 @@ from PIL import Image
 from backend.render import render
 from backend.render.procedural import checker_texture, look_at, uv_sphere
 from shared.avatar import linear_to_srgb
-from shared.camera import Camera
+from shared.camera import Camera, project_points, projection
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -73,12 +73,14 @@ def scene(tmp_path_factory):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     blender = [np.asarray(Image.open(d / "out" / f"view_{i:02d}.png").convert("RGBA")) for i in range(len(cams))]
-    ours = []
+    depth = [np.load(d / "out" / f"depth_{i:02d}.npy") for i in range(len(cams))]
+    ours, our_depth = [], []
     for cam in cams:
         out = render(torch.tensor(v)[None], torch.tensor(f), torch.tensor(uv), torch.tensor(uf),
-                     [torch.tensor(tex)], None, [cam], passes=("albedo", "alpha"))
+                     [torch.tensor(tex)], None, [cam], passes=("albedo", "alpha", "depth"))
         ours.append((out["albedo"][0].numpy(), out["alpha"][0, ..., 0].numpy()))
-    return blender, ours
+        our_depth.append(out["depth"][0, ..., 0].numpy())
+    return blender, ours, depth, our_depth
 
 
 def agreement(blender_rgba, our_albedo, our_alpha):
@@ -95,7 +97,7 @@ def agreement(blender_rgba, our_albedo, our_alpha):
 
 @pytest.mark.parametrize("index,name", list(enumerate(CAMERAS)))
 def test_silhouette_and_texture_match_blender(scene, index, name):
-    blender, ours = scene
+    blender, ours, _, _ = scene
     cam = list(CAMERAS.values())[index]
     assert blender[index].shape[:2] == (cam.resolution_y, cam.resolution_x)
     iou, mad, n = agreement(blender[index], *ours[index])
@@ -107,7 +109,7 @@ def test_silhouette_and_texture_match_blender(scene, index, name):
 
 def test_agreement_detects_a_wrong_camera(scene):
     """The comparison is sensitive: a 2% lens error in our camera drops below the thresholds."""
-    blender, _ = scene
+    blender = scene[0]
     v, f, uv, uf = uv_sphere(48, 24, bumps=0.12)
     tex = checker_texture(64, 8)
     cam = CAMERAS["shifted_lens"]
@@ -116,3 +118,55 @@ def test_agreement_detects_a_wrong_camera(scene):
                  [torch.tensor(tex)], None, [wrong], passes=("albedo", "alpha"))
     iou, mad, _ = agreement(blender[1], out["albedo"][0].numpy(), out["alpha"][0, ..., 0].numpy())
     assert iou < 0.98 or mad > 3.0
+
+
+@pytest.mark.parametrize("index,name", list(enumerate(CAMERAS)))
+def test_depth_pass_matches_blender_view_z_depth(scene, index, name):
+    """Our depth pass is Blender's camera-axis depth (what its Z pass stores)."""
+    _, ours, depth, our_depth = scene
+    both = (depth[index][..., 1] == 1.0) & (ours[index][1] > 0.5)
+    err = np.abs(depth[index][..., 0][both] - our_depth[index][both])
+    print(f"{name}: depth max|diff|={err.max():.2e} m, median {np.median(err):.1e} m over {both.sum()} px")
+    assert both.sum() > 500
+    # A crack between triangles would show the far side: tens of centimetres off.
+    assert np.median(err) < 1e-4 and err.max() < 1e-2
+
+
+def random_cameras(n, seed=0):
+    rng = np.random.default_rng(seed)
+    cams = []
+    for i in range(n):
+        eye = rng.normal(size=3)
+        eye = 3.0 * eye / np.linalg.norm(eye) + rng.normal(scale=0.3, size=3)
+        m = look_at(eye, rng.normal(scale=0.3, size=3), roll=rng.uniform(-np.pi, np.pi))
+        m[:3, :3] *= rng.uniform(0.5, 2.0)  # scaled camera objects render unscaled
+        cams.append(Camera(
+            m, type="ORTHO" if i % 4 == 3 else "PERSP", lens=float(rng.uniform(15, 120)),
+            sensor_width=float(rng.uniform(10, 50)), sensor_height=float(rng.uniform(10, 50)),
+            sensor_fit=("AUTO", "HORIZONTAL", "VERTICAL")[i % 3], shift_x=float(rng.uniform(-0.4, 0.4)),
+            shift_y=float(rng.uniform(-0.4, 0.4)), ortho_scale=float(rng.uniform(1, 8)),
+            resolution_x=int(rng.integers(16, 1000)), resolution_y=int(rng.integers(16, 1000)),
+            pixel_aspect_x=float(rng.choice([1.0, 1.0, 1.3, 2.0])), pixel_aspect_y=float(rng.choice([1.0, 1.0, 1.5]))))
+        # (Blender clamps pixel aspects to [1, 200], so only such values are compared.)
+    return cams
+
+
+def test_projection_matches_blender_world_to_camera_view(tmp_path):
+    """48 random cameras (every sensor fit, shift, pixel aspect, ortho, scaled objects):
+    our one conversion function against Blender's own projection helper."""
+    cams = random_cameras(48)
+    points = np.random.default_rng(1).normal(scale=0.8, size=(25, 3))
+    np.savez(tmp_path / "cams.npz", cameras=json.dumps([c.to_dict() for c in cams]), points=points)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "_render_blender_scene.py"),
+                           str(tmp_path / "cams.npz"), str(tmp_path / "proj.npy"), "PROJECT"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    blender = np.load(tmp_path / "proj.npy")
+    for cam, ref in zip(cams, blender):
+        uv, depth = project_points(projection(cam), points)
+        front = depth > 0.1
+        # Blender: x, y in [0,1] from the bottom-left of the frame; ours in pixels from the top-left.
+        ours = np.stack([uv[:, 0] / cam.resolution_x, 1.0 - uv[:, 1] / cam.resolution_y], 1)
+        # Blender keeps camera settings in float32: agree to ~1e-6 of the frame (< 0.01 px).
+        assert np.abs(ours[front] - ref[front, :2]).max() < 1e-5 * max(1.0, np.abs(ref[front, :2]).max()), cam
+        assert np.abs(depth - ref[:, 2]).max() < 1e-5

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.render import Lights, render
+from backend.render import Lights, RenderSettings, render
 from backend.render.procedural import checker_texture, look_at, uv_sphere
 from shared.camera import Camera
 
@@ -132,3 +132,36 @@ def test_fused_cpu_kernels_equal_the_torch_path(options):
     assert torch.allclose(gv1, gv2, rtol=1e-4, atol=1e-3 * float(gv2.abs().max()))
     for a, b in zip(gt1, gt2):
         assert b.abs().max() > 0 and torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_render_settings_object_equals_keywords():
+    v, f, uv, uf = quad()
+    tex = torch.tensor(checker_texture(8, 2))
+    kw = dict(size=(20, 20), background=(0.1, 0.2, 0.3), passes=("color", "depth"), lights=Lights(space="world"))
+    a = render(v[None], f, uv, uf, [tex], None, [TOP], **kw)
+    b = render(v[None], f, uv, uf, [tex], None, [TOP], settings=RenderSettings(**kw))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a["color"].shape == (1, 20, 20, 3)
+    with pytest.raises(ValueError, match="not both"):
+        render(v[None], f, uv, uf, [tex], None, [TOP], passes=("alpha",), settings=RenderSettings())
+
+
+def test_raster_is_watertight_when_pixel_centres_lie_on_edges_and_vertices():
+    """A grid whose edges and vertices pass exactly through pixel centres covers
+    every pixel: no cracks showing the plane behind it."""
+    n = 16
+    xs = np.linspace(-1.0, 1.0, n + 1)
+    gx, gy = np.meshgrid(xs, xs)
+    verts = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1)
+    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()
+    grid = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+    back = np.array([[0, 1, 2], [0, 2, 3]]) + len(verts)
+    verts = np.concatenate([verts, [[-2, -2, -1], [2, -2, -1], [2, 2, -1], [-2, 2, -1]]])
+    faces = torch.tensor(np.concatenate([grid, back]))
+    cam = Camera(look_at((0, 0, 5.0), up=(0, 1, 0)), type="ORTHO", ortho_scale=2.0,
+                 resolution_x=n // 2, resolution_y=n // 2)
+    uvs = torch.zeros(1, 2)
+    tri = render(torch.tensor(verts, dtype=torch.float32)[None], faces, uvs, torch.zeros_like(faces),
+                 [torch.ones(1, 1, 3)], None, [cam], passes=("tri_id",))["tri_id"][0, ..., 0]
+    assert (tri >= 0).all() and (tri < len(grid)).all(), tri

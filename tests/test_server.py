@@ -213,3 +213,20 @@ def test_silent_client_cancelled_then_sigterm_and_client_notices(tmp_path):
             assert time.monotonic() - t0 < 2.5
     finally:
         sp.kill()
+
+
+def test_avatar_cache_is_bounded_lru_and_frozen():
+    from backend.server import AvatarCache, _freeze, avatar_nbytes
+
+    avs = [small_avatar(seed=s) for s in range(4)]
+    one = avatar_nbytes(avs[0])
+    cache = AvatarCache(max_items=3, max_bytes=2 * one)
+    for i, av in enumerate(avs[:2]):
+        cache.put(f"k{i}", av)
+    assert cache.get("k0") is avs[0]  # k0 now most recent
+    cache.put("k2", avs[2])  # over the byte bound: least recently used (k1) goes
+    assert "k1" not in cache and "k0" in cache and "k2" in cache
+    assert cache.nbytes == 2 * one
+    _freeze(avs[3])
+    with pytest.raises(ValueError):
+        avs[3].vertices[0, 0] = 1.0  # jobs cannot modify a cached avatar

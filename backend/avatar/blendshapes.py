@@ -56,7 +56,8 @@ def blendshape_deltas(g) -> np.ndarray:
     w = (1 - lat) * below + lat * smoothstep(mz + 0.004, mz - 0.022, z)
     w *= smoothstep(0.75, 0.66, s_row) * smoothstep(hy + 0.02, hy - 0.02, y)
     w[upper_rim] = 0.0
-    w = np.where(skin, w, 0.0) + np.where(mouthbag, smoothstep(mz, mz - 0.008, z), 0.0)
+    w = (np.where(skin, w, 0.0) + np.where(mouthbag, smoothstep(mz, mz - 0.008, z), 0.0)
+         + (part == "teeth_lower"))
     dy, dz = y - hy, z - hz
     ny = np.cos(ang) * dy - np.sin(ang) * dz
     nz = np.sin(ang) * dy + np.cos(ang) * dz

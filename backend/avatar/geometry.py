@@ -153,10 +153,12 @@ def uv_sphere(center, radii, rows: int, cols: int, uv_rect, polar_uv: bool, name
             uvf.append([ug(rows - 1, c), ug(rows - 1, c + 1), ug(rows, c)])
     faces = np.asarray(faces, np.int64)
     uvf = np.asarray(uvf, np.int64)
-    faces = _orient_outward(verts, faces, center)
-    if not polar_uv:
-        pass
-    return Part(name, verts, faces, np.asarray(uvs, np.float64), uvf if True else None)
+    uvs = np.asarray(uvs, np.float64)
+    uvs[:, 0] = u0 + u1 - uvs[:, 0]      # mirror u so charts read un-mirrored from outside
+    flipped = _orient_outward(verts, faces, center)
+    if flipped is not faces:
+        uvf = uvf[:, [0, 2, 1]]          # keep corners of faces and UV faces paired
+    return Part(name, verts, flipped, np.asarray(uvs, np.float64), uvf)
 
 
 def _orient_outward(verts, faces, center):
@@ -203,6 +205,7 @@ def tube(path, radius: float, closed: bool, uv_rect, name: str, sides: int = 8) 
     u0, v0, u1, v1 = uv_rect
     uv = np.stack(np.meshgrid(np.linspace(v0, v1, sides + 1), np.linspace(u0, u1, rows), indexing="xy"), -1)
     uvs = uv.reshape(-1, 2)[:, [1, 0]]
+    uvs[:, 1] = v0 + v1 - uvs[:, 1]      # un-mirrored chart seen from outside
     uvf = grid_faces(rows, sides + 1, wrap=False)
     # outward winding: sweep orientation decides; flip if normals point to the path
     nrm_f = np.cross(verts[f[:, 1]] - verts[f[:, 0]], verts[f[:, 2]] - verts[f[:, 0]])

@@ -668,7 +668,7 @@ def save_glb(avatar: AvatarData, path, *, textures: list[np.ndarray] | None = No
             images.append(gl.Image(uri=fn, name=ts.name))
         textures_gl.append(gl.Texture(sampler=0, source=i))
         materials.append(gl.Material(
-            name=ts.name, doubleSided=False,
+            name=ts.name, doubleSided=True,   # single-sided shells (hair, lids) must not vanish
             pbrMetallicRoughness=gl.PbrMetallicRoughness(
                 baseColorTexture=gl.TextureInfo(index=i), metallicFactor=0.0, roughnessFactor=0.6)))
         sel = np.nonzero(avatar.face_material == i)[0]

@@ -31,10 +31,12 @@ ATLAS = {
     "ear_R": (0.15, 0.005, 0.25, 0.145),
     "brows": (0.26, 0.005, 0.40, 0.295),
     "glasses": (0.41, 0.005, 0.445, 0.295),
-    "mouth": (0.45, 0.005, 0.495, 0.295),
+    "mouth": (0.45, 0.005, 0.495, 0.20),
+    "teeth": (0.45, 0.205, 0.495, 0.295),
     "hair": (0.50, 0.005, 0.995, 0.295),
 }
-PART_NAMES = ("skin", "eye_L", "eye_R", "ear_L", "ear_R", "mouth", "hair", "brows", "glasses")
+PART_NAMES = ("skin", "eye_L", "eye_R", "ear_L", "ear_R", "mouth", "hair", "brows", "glasses",
+              "teeth_upper", "teeth_lower")
 
 ROWS, COLS = 120, 112          # skin grid; rows include the crown pole row
 COL_WARP = 0.55                # > 0 puts more columns on the face than at the back
@@ -280,6 +282,11 @@ def build_skin(L: Layout) -> SkinGrid:
         rim = eye_rims[side]
         rr2 = (verts[rim, 0] - sx * L.eye_x) ** 2 + (verts[rim, 2] - L.eye_z) ** 2
         verts[rim, 1] = L.eye_center_y - np.sqrt(np.clip(L.eye_r ** 2 - rr2, 0, None)) - 0.0009
+        # lids hug the eyeball: no skin behind the sphere's front where it would poke through
+        r2 = (verts[:, 0] - sx * L.eye_x) ** 2 + (verts[:, 2] - L.eye_z) ** 2
+        near = (r2 < L.eye_r ** 2) & (np.cos(vphi) > 0.3)
+        ysph = L.eye_center_y - np.sqrt(np.clip(L.eye_r ** 2 - r2[near], 0, None)) - 0.0009
+        verts[near, 1] = np.minimum(verts[near, 1], ysph)
 
     verts, faces_k, remap, (vphi, vs) = compact(verts, faces, ~drop, (vphi, vs))
     uv_faces = uv_faces[~drop]
@@ -294,7 +301,7 @@ def _surface_y(skin: SkinGrid, x, z):
     front = np.cos(skin.phi) > 0.2
     V = skin.vertices[front]
     d2 = (V[None, :, 0] - np.asarray(x)[:, None]) ** 2 + (V[None, :, 2] - np.asarray(z)[:, None]) ** 2
-    k = np.argsort(d2, axis=1)[:, :4]
+    k = np.argpartition(d2, 4, axis=1)[:, :4]
     w = 1.0 / (np.take_along_axis(d2, k, 1) + 1e-10)
     return (V[k, 1] * w).sum(1) / w.sum(1)
 
@@ -333,14 +340,39 @@ def build_ears(L: Layout) -> list[Part]:
         v[:, 2] += ez
         f = part.faces if sx > 0 else part.faces[:, [0, 2, 1]]
         uvf = part.uv_faces if sx > 0 else part.uv_faces[:, [0, 2, 1]]
-        parts.append(Part(part.name, v, f, part.uvs, uvf))
+        uvs = part.uvs.copy()
+        if sx < 0:                      # the mirrored ear gets a mirrored chart
+            r = ATLAS[f"ear_{side}"]
+            uvs[:, 0] = r[0] + r[2] - uvs[:, 0]
+        parts.append(Part(part.name, v, f, uvs, uvf))
     return parts
 
 
 def build_mouth(L: Layout) -> Part:
-    cy = L.mouth_front_y + 0.022
+    cy = L.mouth_front_y + 0.025
     return uv_sphere((0, cy, L.mouth_z - 0.004), (L.mouth_w * 0.95, 0.016, 0.015), 10, 16, ATLAS["mouth"],
                      polar_uv=False, name="mouth")
+
+
+def build_teeth(L: Layout) -> list[Part]:
+    """Upper and lower front teeth: flattened tubes along an arc just behind the lips
+    (hidden when the mouth is closed, shown by jawOpen / mouthFunnel)."""
+    u0, v0, u1, v1 = ATLAS["teeth"]
+    vm = (v0 + v1) / 2
+    mw = L.mouth_w
+    x = np.linspace(-0.78 * mw, 0.78 * mw, 18)
+    parts = []
+    for name, zc, dy, rect in (("teeth_upper", L.mouth_z + 0.0032, 0.0048, (u0, vm, u1, v1)),
+                               ("teeth_lower", L.mouth_z - 0.0046, 0.0075, (u0, v0, u1, vm))):
+        y = L.mouth_front_y + dy + 0.014 * (x / mw) ** 2
+        path = np.stack([x, y, np.full_like(x, zc)], -1)
+        t = tube(path, 0.0034, False, rect, name, sides=8)
+        v = t.vertices.copy()
+        pc = np.repeat(path, 8, 0)
+        v[:, 2] = pc[:, 2] + (v[:, 2] - pc[:, 2]) * 1.45        # taller than thick
+        v[:, 1] = pc[:, 1] + (v[:, 1] - pc[:, 1]) * 0.55
+        parts.append(Part(name, v, t.faces, t.uvs, t.uv_faces))
+    return parts
 
 
 # hairline height (relative to the eyes, or absolute for long hair) over |phi|
@@ -366,6 +398,8 @@ def build_hair(L: Layout) -> list[Part]:
     u = np.arange(cols) / cols
     phi = col_phi(u)
     zend = _hair_end_z(L, style, np.abs(phi))
+    # a ragged edge reads as locks of hair rather than a helmet rim
+    zend = zend + 0.002 * np.sin(29 * phi) * np.sin(7 * phi + 1.0) - 0.0015 * np.abs(np.sin(13 * phi))
     s_end = np.interp(-zend, -prof[:, 1], prof[:, 0])
     t = np.linspace(0, 1, rows)[1:]
     S = t[:, None] * s_end[None, :]
@@ -429,7 +463,7 @@ def build_brows(L: Layout, skin: SkinGrid) -> list[Part]:
         f = grid_faces(3, n, wrap=False)
         if sx < 0:
             f = f[:, [0, 2, 1]]
-        us = np.linspace(u0 + 0.005, u1 - 0.005, n)
+        us = np.linspace(u0 + 0.005, u1 - 0.005, n)[:: int(sx)]      # mirrored chart for the right brow
         half = (v1 - v0) / 2
         vb = v0 + i * half
         vs = np.linspace(vb + half - 0.01, vb + 0.01, 3)
@@ -506,7 +540,12 @@ def build_geometry(P: AvatarParams) -> Built:
         parts.append((p.name, p))
     for p in build_ears(L):
         parts.append((p.name, p))
-    parts.append(("mouth", build_mouth(L)))
+    inner = [build_mouth(L)] + build_teeth(L)
+    for p in inner:
+        # keep the mouth cavity and teeth inside the head for every parameter set
+        ys = _surface_y(skin, p.vertices[:, 0], p.vertices[:, 2])
+        p.vertices[:, 1] = np.maximum(p.vertices[:, 1], ys + 0.0015)
+        parts.append(("mouth" if p.name == "mouth" else p.name, p))
     for p in build_hair(L):
         parts.append(("hair", p))
     for p in build_brows(L, skin):

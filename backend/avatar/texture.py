@@ -170,6 +170,8 @@ def paint_albedo(g, size: int = 1024) -> np.ndarray:
         img[sl] = col
     sl, U, Vv = _rect_pixels(ATLAS["mouth"], size)
     img[sl] = np.array([78.0, 28.0, 32.0]) * (0.8 + 0.2 * _fbm(U.shape, 51))[..., None]
+    sl, U, Vv = _rect_pixels(ATLAS["teeth"], size)
+    img[sl] = np.array([236.0, 230.0, 214.0]) * (0.93 + 0.07 * _fbm(U.shape, 91))[..., None]
     sl, U, Vv = _rect_pixels(ATLAS["brows"], size)
     st = 1 + 0.3 * _fbm(U.shape, 61, ((120, 1.0),), aniso=(0.2, 1))
     img[sl] = hair * 0.7 * st[..., None]

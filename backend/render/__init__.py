@@ -10,11 +10,11 @@ See :func:`backend.render.pipeline.render` for shapes and units, and
 
 from .camera import CameraBatch, camera_batch, project, to_camera_space
 from .raster import rasterize
-from .pipeline import render
+from .pipeline import RenderSettings, render
 from .shade import DEFAULT_LIGHTS, Lights, lambert, sample_texture, vertex_normals
 from .validate import PASS_CHANNELS
 
 __all__ = [
-    "render", "Lights", "DEFAULT_LIGHTS", "PASS_CHANNELS", "CameraBatch", "camera_batch",
+    "render", "RenderSettings", "Lights", "DEFAULT_LIGHTS", "PASS_CHANNELS", "CameraBatch", "camera_batch",
     "project", "to_camera_space", "rasterize", "sample_texture", "vertex_normals", "lambert",
 ]

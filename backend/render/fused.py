@@ -179,6 +179,8 @@ class _Interp(torch.autograd.Function):
     def backward(ctx, g_depth, g_bary, g_uv, g_attr):
         va, faces, uvs, uv_faces, pixel, tri_flat, ortho = ctx.saved_tensors
         n, k = pixel.shape[0], va.shape[1]
+        if n == 0:
+            return (torch.zeros(va.shape, dtype=va.dtype),) + (None,) * 9
         grad = np.zeros((k + 3, n), np.float32)
         for rows, g in ((slice(0, 1), g_depth), (slice(1, 4), g_bary), (slice(4, 6), g_uv), (slice(6, k + 3), g_attr)):
             if g is not None:

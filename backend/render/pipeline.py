@@ -12,6 +12,8 @@ round-trip via the CPU.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import numpy as np
 import torch
 
@@ -21,6 +23,32 @@ from .interpolate import fragments, interpolate
 from .raster import rasterize
 from .shade import DEFAULT_LIGHTS, Lights, lambert, sample_texture, unit_rows, vertex_normals
 from .validate import check_inputs
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """The optional keywords of :func:`render` as one reusable object
+    (``render(..., settings=RenderSettings(size=(224, 224), passes=("color", "alpha")))``)."""
+
+    size: tuple[int, int] | None = None
+    lights: Lights | None = None
+    background: object = None
+    passes: tuple[str, ...] = ("color",)
+    grey_albedo: float = 0.8
+    texture_wrap: str = "repeat"
+    smooth_normals: bool = True
+    two_sided: bool = True
+    fused: bool = True
+
+
+_DEFAULT_SETTINGS = RenderSettings()
+
+
+def _is_default(value, default) -> bool:
+    if value is default:
+        return True
+    # Plain values compare by ==; tensors/arrays are never the default (None).
+    return isinstance(value, (bool, int, float, str, tuple)) and value == default
 
 
 def _background(background, b, h, w, dtype, device) -> torch.Tensor:
@@ -38,7 +66,8 @@ def _background(background, b, h, w, dtype, device) -> torch.Tensor:
 def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras=(), size=None,
            lights: Lights | None = None, background=None, passes=("color",), *,
            grey_albedo: float = 0.8, texture_wrap: str = "repeat", smooth_normals: bool = True,
-           two_sided: bool = True, fused: bool = True) -> dict[str, torch.Tensor]:
+           two_sided: bool = True, fused: bool = True,
+           settings: RenderSettings | None = None) -> dict[str, torch.Tensor]:
     """Render B views of a textured triangle mesh.
 
     vertices      [B,V,3] float tensor, world space (Blender: Z up, metres); may require grad
@@ -58,11 +87,23 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
     smooth_normals  interpolate area-weighted vertex normals (else flat face normals)
     fused         use the fused numba kernels for float32 on the CPU (same results;
                   False forces the plain torch ops used on other devices/dtypes)
+    settings      a :class:`RenderSettings` holding all of the keywords above instead
+                  (then leave them at their defaults)
 
     Returns {pass: [B,H,W,C] tensor}, row 0 = top, linear colour, dtype of
     ``vertices``. Raises ValueError naming the problem for bad input (indices out of
     range, NaN, empty mesh, bad camera, unknown pass).
     """
+    if settings is not None:
+        given = dict(size=size, lights=lights, background=background, passes=passes, grey_albedo=grey_albedo,
+                     texture_wrap=texture_wrap, smooth_normals=smooth_normals, two_sided=two_sided, fused=fused)
+        clash = [k for k, v in given.items() if not _is_default(v, getattr(_DEFAULT_SETTINGS, k))]
+        if clash:
+            raise ValueError(f"pass either settings= or the keywords {clash}, not both")
+        opts = {f.name: getattr(settings, f.name) for f in fields(RenderSettings)}
+        size, lights, background, passes = opts["size"], opts["lights"], opts["background"], opts["passes"]
+        grey_albedo, texture_wrap, smooth_normals = opts["grey_albedo"], opts["texture_wrap"], opts["smooth_normals"]
+        two_sided, fused = opts["two_sided"], opts["fused"]
     passes = tuple(passes)
     check_inputs(vertices, faces, uvs, uv_faces, textures, face_material, cameras, passes)
     if texture_wrap not in ("repeat", "clamp"):
@@ -124,7 +165,6 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
     vattr = torch.cat(cols, dim=-1).reshape(b * v_count, k)  # [B*V,K]
     pts = vertices.reshape(-1, 3).T  # [3,B*V], flat-normal path only
 
-    need_ncam_flat = need_ncam and not smooth_normals
     flat_tri = tri_id.reshape(-1)
     pixel = torch.from_numpy(np.flatnonzero(tri_np.reshape(-1) >= 0)).to(device)
     n_pix = pixel.shape[0]
@@ -132,11 +172,12 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
     if use_fused:
         # Fused numba path (CPU float32): same maths as .interpolate, one pass per pixel.
         frag_depth, bary, uv_fused, attrs = interp_cpu(
-            vattr, faces_t.T, uvs.to(dtype), uv_faces.to(torch.int64), pixel, tri_id, cams.ortho)
+            vattr, faces_t.T, uvs.to(device=device, dtype=dtype), uv_faces.to(device=device, dtype=torch.int64),
+            pixel, tri_id, cams.ortho)
         attr = {name: attrs[i - 3:i] for name, i in extra.items()}
         front = torch.from_numpy(front_np).reshape(-1).index_select(0, pixel)
         tri = view = corner = None
-        if face_material is not None or not smooth_normals or need_ncam_flat:
+        if face_material is not None or not smooth_normals:  # these need triangle ids per pixel
             tri = flat_tri.index_select(0, pixel).long()
             view = torch.div(pixel, h * w, rounding_mode="floor")
             corner = faces_t.T.index_select(0, tri) + (view * v_count)[:, None]

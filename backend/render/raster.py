@@ -15,6 +15,11 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _top_left(dx, dy):  # pragma: no cover - compiled
+    return dy > 0.0 or (dy == 0.0 and dx > 0.0)
+
+
 @njit(cache=True, nogil=True)
 def _raster_kernel(screen, depth, faces, ortho, near, far, tri_out, z_out, front_out):  # pragma: no cover - compiled
     """screen [B,V,2] f32 pixel coords (u right, v down); depth [B,V] f32 view-axis
@@ -52,9 +57,16 @@ def _raster_kernel(screen, depth, faces, ortho, near, far, tri_out, z_out, front
             area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
             if area == 0.0 or not np.isfinite(area):
                 continue
-            inv_area = 1.0 / area
             # v points down, so counter-clockwise as seen (front facing) is negative area.
             is_front = 1 if area < 0.0 else 0
+            sgn = 1.0 if area > 0.0 else -1.0
+            # Tie rule for pixel centres exactly on an edge (watertight: a shared
+            # edge goes to exactly one of its two triangles). The edge direction,
+            # oriented so the interior is on its positive side, is the exact negation
+            # of the neighbour's; accept ties on "top-left" directions only.
+            tl0 = _top_left(sgn * (x2 - x1), sgn * (y2 - y1))
+            tl1 = _top_left(sgn * (x0 - x2), sgn * (y0 - y2))
+            tl2 = _top_left(sgn * (x1 - x0), sgn * (y1 - y0))
             xmin = min(x0, min(x1, x2))
             xmax = max(x0, max(x1, x2))
             ymin = min(y0, min(y1, y2))
@@ -70,11 +82,21 @@ def _raster_kernel(screen, depth, faces, ortho, near, far, tri_out, z_out, front
                 py = r + 0.5
                 for c in range(c0, c1 + 1):
                     px = c + 0.5
-                    w0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) * inv_area
-                    w1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) * inv_area
-                    w2 = 1.0 - w0 - w1
-                    if w0 < 0.0 or w1 < 0.0 or w2 < 0.0:
+                    # Edge functions evaluated directly (never as 1 - w0 - w1): the same
+                    # edge seen from the neighbouring triangle gives the exact negation.
+                    e0 = sgn * ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py))
+                    e1 = sgn * ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py))
+                    e2 = sgn * ((x0 - px) * (y1 - py) - (x1 - px) * (y0 - py))
+                    if e0 < 0.0 or e1 < 0.0 or e2 < 0.0:
                         continue
+                    if (e0 == 0.0 and not tl0) or (e1 == 0.0 and not tl1) or (e2 == 0.0 and not tl2):
+                        continue
+                    total = e0 + e1 + e2
+                    if total <= 0.0:
+                        continue
+                    w0 = e0 / total
+                    w1 = e1 / total
+                    w2 = e2 / total
                     if is_ortho:
                         z = w0 * d0 + w1 * d1 + w2 * d2
                     else:

@@ -48,6 +48,17 @@ def _common(p) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda if available)")
     p.add_argument("--cache-dir", default=None, help="checkpoint cache (default ~/.cache/metamorph/style)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--uv-resolution", type=int, default=0, help="UV working resolution (default: the preset's)")
+    p.add_argument("--fit-steps", type=int, default=0, help="avatar fitting steps (default: the preset's)")
+
+
+def _overrides(args) -> dict:
+    o = {}
+    if args.uv_resolution:
+        o["resolution"] = args.uv_resolution
+    if args.fit_steps:
+        o["fit_steps"] = args.fit_steps
+    return o
 
 
 def _device(name: str) -> str:
@@ -119,6 +130,7 @@ def cmd_stylize(args) -> int:
                              name=args.name, time_budget_s=args.time_budget)
         res = engine.run_stylize(av, req, images, device=device, clip_checkpoint=args.clip_checkpoint,
                                  cache_dir=args.cache_dir or meta.default_cache_dir(), progress=_progress,
+                                 overrides=_overrides(args),
                                  allow_download=False if args.no_download else None)
         files = bake.write_outputs(av, res, args.out)
     except MetamorphError as e:
@@ -144,6 +156,7 @@ def cmd_prepare(args) -> int:
         info = engine.run_prepare(av, args.guidance, styles=styles, style_images=images, device=_device(args.device),
                                   clip_checkpoint=args.clip_checkpoint, cache_dir=args.cache_dir, preset=args.preset,
                                   iterations=args.iterations or None, progress=_progress, seed=args.seed,
+                                  overrides=_overrides(args),
                                   allow_download=False if args.no_download else None)
     except MetamorphError as e:
         print(f"error [{e.code}]: {e.message}", file=sys.stderr)

@@ -50,12 +50,12 @@ class AvatarContext:
         self.identity = identity_input(maps).to(device)  # [S,10,R,R]
         self.mask = maps["mask"].to(device)  # [S,R,R,1]
         self.base_albedo = maps["albedo"].to(device)  # [S,R,R,3] linear
-        self.vertices = torch.from_numpy(av.vertices).to(device)
-        self.faces = torch.from_numpy(av.faces.astype(np.int64)).to(device)
-        self.uvs = torch.from_numpy(av.uvs).to(device)
-        self.uv_faces = torch.from_numpy(av.uv_faces.astype(np.int64)).to(device)
-        self.face_material = torch.from_numpy(av.face_material.astype(np.int64)).to(device)
-        self.blendshapes = torch.from_numpy(av.blendshapes).to(device)  # [K,V,3]
+        self.vertices = torch.tensor(av.vertices).to(device)
+        self.faces = torch.tensor(av.faces, dtype=torch.int64).to(device)
+        self.uvs = torch.tensor(av.uvs).to(device)
+        self.uv_faces = torch.tensor(av.uv_faces, dtype=torch.int64).to(device)
+        self.face_material = torch.tensor(av.face_material, dtype=torch.int64).to(device)
+        self.blendshapes = torch.tensor(av.blendshapes).to(device)  # [K,V,3]
         self.bs_norm = self.blendshapes.norm(dim=-1, keepdim=True)  # [K,V,1]
         self.K = len(av.blendshape_names)
         self.edges = mesh_edges(self.faces)

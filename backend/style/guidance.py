@@ -170,7 +170,7 @@ def _fetch_hint(model: str, tag: str | None) -> str:
     return (f"Fetch the weights on a machine with internet access (python -c \"import open_clip; "
             f"open_clip.create_model('{model}', pretrained='{tag or '<tag>'}')\" fills the Hugging Face "
             f"cache at {os.environ.get('HF_HOME', '~/.cache/huggingface')}; copy it here), or pass a "
-            f"local weights file with --clip-checkpoint PATH (job parameter 'clip_checkpoint'), "
+            f"local weights file with --clip-checkpoint PATH, "
             f"or use 'local-dir:/folder'. For a mechanics-only test run use --guidance test-tiny. "
             f"(wanted: {what})")
 

@@ -1,0 +1,75 @@
+"""The server's stylize/prepare jobs over real ZeroMQ sockets (conftest's
+`metamorph serve` subprocess), with the test guidance model at tiny settings."""
+
+import numpy as np
+import pytest
+
+from shared.errors import Cancelled, InvalidParams
+from shared.stylize import StyleTerm, StylizeRequest, StylizeResult
+from backend.style.rig import turntable
+from backend.style.testing import tiny_avatar
+
+TINY = {"resolution": 32, "width": 16, "render_size": 48, "fit_steps": 40}
+
+
+def req(av, aid, **kw):
+    r = StylizeRequest(aid, kw.pop("terms", [StyleTerm("text", 1.0, "a bronze statue")]),
+                       turntable(av.vertices, 2, (0.0,), 360.0, resolution=64), frames=[0.0, 3.0],
+                       guidance="test-tiny", texture_size=32, pass_resolution=32, **kw)
+    p = r.to_params()
+    p["settings"] = dict(TINY)
+    return p
+
+
+def test_stylize_job_streams_progress_and_returns_the_result(client):
+    av = tiny_avatar()
+    aid = client.put_avatar(av)
+    jid = client.submit("stylize", req(av, aid, steps=3))
+    progress = []
+    m = client.wait(jid, timeout_s=300, on_progress=lambda p: progress.append(p))
+    res = StylizeResult.from_wire(m.body["result"], m.arrays)
+    assert res.neutral_offsets.shape == (av.num_vertices, 3)
+    assert res.blendshape_offsets.shape == (3, av.num_vertices, 3)
+    assert res.passes["color"].shape == (2, 2, 32, 32, 3) and len(res.textures) == 2
+    assert res.body["metadata"]["guidance_is_test_model"] is True
+    stages = [p.body.get("stage") for p in progress]
+    assert "adapt" in stages
+
+
+def test_bad_stylize_params_are_refused_at_submit(client):
+    av = tiny_avatar()
+    aid = client.put_avatar(av)
+    with pytest.raises(InvalidParams, match="style_image_0"):
+        client.submit("stylize", req(av, aid, terms=[StyleTerm("image", 1.0, image_index=0)]))
+    p = req(av, aid)
+    p["settings"] = {"resolution": 100000}
+    with pytest.raises(InvalidParams, match="resolution"):
+        client.submit("stylize", p)
+    p = req(av, aid)
+    p["guidance"] = "local-dir:/etc"
+    with pytest.raises(InvalidParams, match="cannot name files"):
+        client.submit("stylize", p)
+
+
+def test_cancelled_stylize_job_ends_and_server_keeps_serving(client):
+    av = tiny_avatar()
+    aid = client.put_avatar(av)
+    jid = client.submit("stylize", req(av, aid, steps=5000))
+    with pytest.raises(Cancelled):
+        for m in client.iter_job(jid, timeout_s=300):
+            if m.kind == "progress" and m.body.get("stage") == "adapt":
+                client.cancel(jid)
+    jid2 = client.submit("selfcheck", {"steps": 1})
+    assert client.wait(jid2, timeout_s=60).body["result"]["steps"] == 1
+
+
+def test_prepare_job_writes_a_meta_checkpoint(client):
+    av = tiny_avatar()
+    aid = client.put_avatar(av)
+    jid = client.submit("prepare", {"avatar_id": aid, "guidance": "test-tiny", "iterations": 2,
+                                    "styles": ["a zombie", "a robot"], "settings": dict(TINY, inner_steps=1)})
+    info = client.wait(jid, timeout_s=300).body["result"]
+    assert info["iterations"] == 2 and info["guidance_is_test_model"] is True and info["styles"] == 2
+    # The next stylize of this avatar with this guidance starts from the meta-learned init.
+    m = client.wait(client.submit("stylize", req(av, aid, steps=1)), timeout_s=300)
+    assert m.body["result"]["metadata"]["init"] == "meta"
