@@ -62,7 +62,13 @@ def _show_preview(s, img) -> None:
 
 
 def _clear_panel(context, message: str = "") -> None:
+    """Job over: reset the progress display and drop the preview image, so a
+    cancelled or failed job leaves no datablock behind."""
     s = context.scene.metamorph
+    prev = bpy.data.images.get("MM Preview")
+    if prev is not None:
+        bpy.data.images.remove(prev)
+    s.job_preview = ""
     s.job_kind = s.job_stage = ""
     s.job_step = s.job_total = 0
     s.job_message = message
@@ -270,7 +276,10 @@ class MM_OT_prepare(_JobOperator, bpy.types.Operator):
         aid = mm_avatar.content_hash(av)
         s = context.scene.metamorph
         params = {"avatar_id": aid, "guidance": s.guidance, "seed": int(s.seed),
-                  "preset": s.preset, "steps": int(s.steps)}
+                  "preset": s.preset, "iterations": int(s.steps)}
+        prompts = [t.text.strip() for t in s.terms if t.kind == "TEXT" and t.text.strip()]
+        if prompts:  # meta-learn around the artist's styles; else the backend's default list
+            params["styles"] = prompts
         work = functools.partial(jobs.run_job, kind="prepare", params=params, arrays={},
                                  avatar=av, avatar_id=aid)
         return jobs.Job("prepare", work, connection.client_options(context))

@@ -66,9 +66,15 @@ def _scene(sample_glb, endpoint, out_dir, hb=3.0):
     s.terms[0].text = "a bronze statue"
     s.guidance, s.steps, s.texture_size, s.pass_resolution = "test-tiny", 2, 64, 32
     sc.frame_start, sc.frame_end = 1, 2
+    sc.render.resolution_percentage = 100
     s.frame_step = 1
     s.output_dir = str(out_dir)
     return sc, meshes
+
+
+# Engine settings small enough for a 2-core CI box (the job's "settings" override).
+TINY = {"settings": {"resolution": 32, "levels": 2, "width": 8, "fit_steps": 5,
+                     "render_size": 32, "views_per_step": 1}}
 
 
 def _state(meshes):
@@ -94,7 +100,7 @@ def test_stylize_apply_export_and_render(sample_glb, stylize_server, tmp_path, d
 
     # Stylize the way the modal operator does it: timer steps on this thread,
     # each timed (the UI stall a job causes).
-    job, apply = ops_jobs.make_stylize_job(bpy.context, selection.avatar_objects(bpy.context))
+    job, apply = ops_jobs.make_stylize_job(bpy.context, selection.avatar_objects(bpy.context), TINY)
     job.start()
     stalls, t0 = [], time.monotonic()
     while True:
@@ -110,7 +116,8 @@ def test_stylize_apply_export_and_render(sample_glb, stylize_server, tmp_path, d
     assert job.state == "done", job.error
     assert job.uploaded is True
     assert max(stalls) < 0.05
-    assert _state(meshes) == before  # nothing changes until the result is applied
+    assert bpy.data.images.get("MM Preview") is not None  # progress preview shown
+    assert _state(meshes)[:2] == before[:2]  # nothing changes until the result is applied
     level, msg = ops_jobs.conclude(bpy.context, job, apply)
     assert level == "INFO", msg
 
@@ -200,7 +207,7 @@ def test_cancel_mid_job_leaves_scene_unchanged(sample_glb, stylize_server, tmp_p
     sc.metamorph.steps = 200
     bpy.ops.metamorph.connect()
     before = _state(meshes)
-    job, apply = ops_jobs.make_stylize_job(bpy.context, selection.avatar_objects(bpy.context))
+    job, apply = ops_jobs.make_stylize_job(bpy.context, selection.avatar_objects(bpy.context), TINY)
 
     def cancel_on_progress(j):
         if j.progress.get("step"):
@@ -229,7 +236,7 @@ def test_killed_backend_reports_within_heartbeat_and_changes_nothing(sample_glb,
         bpy.ops.metamorph.connect()
         before = _state(meshes)
         job, apply = ops_jobs.make_stylize_job(bpy.context,
-                                               selection.avatar_objects(bpy.context))
+                                               selection.avatar_objects(bpy.context), TINY)
 
         def kill_on_progress(j):
             if j.progress.get("step"):

@@ -360,3 +360,32 @@ def test_gltf_with_external_bin_loads_like_the_glb(sample_glb, tmp_path):
             p.write_bytes(p.read_bytes()[:1000])        # truncate the external buffer
     with pytest.raises(InvalidAvatar, match=r"sample\.gltf.*truncated"):
         load_avatar(out)
+
+
+def test_corrupted_glb_bytes_only_raise_typed_errors(tmp_path):
+    """Random byte damage (and truncation) of a valid GLB: every outcome is a
+    loaded avatar or InvalidAvatar/TooLarge naming the file, never a crash."""
+    import warnings
+
+    from shared.errors import MetamorphError
+
+    data = bytearray(open(_multi_node_glb(tmp_path / "ok.glb"), "rb").read())
+    rng = np.random.default_rng(1)
+    p = tmp_path / "bad.glb"
+    outcomes = {"loaded": 0, "error": 0}
+    for _ in range(150):
+        d = bytearray(data)
+        for _ in range(int(rng.integers(1, 6))):
+            d[int(rng.integers(0, len(d)))] = int(rng.integers(0, 256))
+        if rng.random() < 0.2:
+            d = d[: int(rng.integers(0, len(d)))]
+        p.write_bytes(bytes(d))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                load_avatar(p)
+                outcomes["loaded"] += 1
+            except MetamorphError as e:
+                assert "bad.glb" in e.message
+                outcomes["error"] += 1
+    assert outcomes["error"] > 20

@@ -48,7 +48,7 @@ def scenes(draw):
     return verts, faces, uvs, uv_faces, cams
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenes(), st.booleans())
 def test_random_scenes_render_finite_passes_and_gradients(scene, fused):
     verts, faces, uvs, uv_faces, cams = scene

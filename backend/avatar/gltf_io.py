@@ -356,6 +356,17 @@ def load_glb(path, *, fps: float | None = None, limits: dict | None = None) -> A
     ``fps``, else 24, like a default Blender scene). Raises InvalidAvatar /
     TooLarge naming the file and the problem.
     """
+    try:
+        return _load_glb(path, fps, limits)
+    except (InvalidAvatar, TooLarge):
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError,
+            struct.error, MemoryError) as e:
+        # a corrupt document that slipped past the specific checks: still name the file
+        raise InvalidAvatar(f"{path}: malformed glTF data ({type(e).__name__}: {e}).") from e
+
+
+def _load_glb(path, fps, limits) -> AvatarData:
     f = _File(path)
     g = f.g
     limits = limits or {}

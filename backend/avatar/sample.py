@@ -382,7 +382,7 @@ _HAIR_PHI = np.array([0.0, 0.6, 1.1, 1.5, 1.9, 2.4, np.pi])
 def _hair_end_z(L: Layout, style: str, aphi):
     ez = L.eye_z
     if style == "long":
-        zs = [ez + 0.062, ez + 0.056, ez + 0.030, ez + 0.016, 0.205, 0.175, 0.168]
+        zs = [ez + 0.062, ez + 0.050, ez - 0.010, 0.215, 0.190, 0.175, 0.168]
     else:
         zs = [ez + 0.062, ez + 0.056, ez + 0.036, ez + 0.020, ez + 0.002, ez - 0.030, ez - 0.052]
     return spline(_HAIR_PHI, np.asarray(zs), aphi)

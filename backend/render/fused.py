@@ -5,14 +5,62 @@ They compute exactly what :mod:`.interpolate` and :func:`.shade.sample_texture`
 compute with torch ops (tests check values and gradients against them), but in
 one pass per pixel without temporaries, which is several times faster on a
 2-core CPU. Used for float32 tensors on the CPU; every other case uses the
-torch code. Loops are serial so scatters are deterministic.
+torch code. Work is split over ``torch.get_num_threads()`` Python threads (the
+kernels release the GIL) by whole views or pixel ranges, so no two threads
+write the same memory and results are deterministic for a given thread count.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from numba import njit
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_PID = -1  # a forked child must not reuse its parent's (thread-less) pool
+
+
+def _threads() -> int:
+    """Kernel threads: ``METAMORPH_RENDER_THREADS`` if set, else torch's CPU thread
+    setting; capped at the CPU count and 8."""
+    env = os.environ.get("METAMORPH_RENDER_THREADS", "").strip()
+    n = int(env) if env.isdigit() else torch.get_num_threads()
+    return max(1, min(n, os.cpu_count() or 1, 8))
+
+
+def _run(jobs) -> None:
+    """Run callables; on several threads when allowed. The kernels release the GIL."""
+    global _POOL, _POOL_PID
+    jobs = list(jobs)
+    if len(jobs) <= 1:
+        for job in jobs:
+            job()
+        return
+    if _POOL is None or _POOL_PID != os.getpid():
+        _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="metamorph-render")
+        _POOL_PID = os.getpid()
+    for fut in [_POOL.submit(job) for job in jobs]:
+        fut.result()
+
+
+def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
+    """Split range(n) into at most ``parts`` contiguous (start, stop) pieces."""
+    parts = max(1, min(parts, n))
+    edges = np.linspace(0, n, parts + 1).astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _view_chunks(pixel: np.ndarray, views: int, hw: int, parts: int) -> list[tuple[int, int]]:
+    """Pixel ranges made of whole views (pixels are sorted by flat index, so by view)."""
+    out = []
+    for b0, b1 in _chunks(views, parts):
+        lo, hi = np.searchsorted(pixel, [b0 * hw, b1 * hw])
+        if hi > lo:
+            out.append((int(lo), int(hi)))
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -27,14 +75,14 @@ def _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw):  # pragma: no co
 
 @njit(cache=True, nogil=True)
 def _interp_fwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, width, ortho,
-                out):  # pragma: no cover - compiled
+                out, start, stop):  # pragma: no cover - compiled
     """vattr [M,K] f32 rows (u, v, depth, attrs...) for M = B*V; faces/uv_faces [F,3] i64;
     uvs [T,2] f32; pixel [N] i64 flat covered pixels; tri_flat [B*H*W] i32; ortho [B] u8.
-    out [K+3, N] channel-first: depth, bary x3, texture u, v, interpolated attrs."""
-    n = pixel.shape[0]
+    out [K+3, N] channel-first: depth, bary x3, texture u, v, interpolated attrs.
+    Only pixels start..stop-1 are processed (threads split the range)."""
     k = vattr.shape[1]
     hw = height * width
-    for p in range(n):
+    for p in range(start, stop):
         view, c0, c1, c2, t0, t1, t2 = _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw)
         rem = pixel[p] - view * hw
         py = np.float32(rem // width) + np.float32(0.5)
@@ -76,12 +124,12 @@ def _interp_fwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, w
 
 @njit(cache=True, nogil=True)
 def _interp_bwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, width, ortho,
-                grad, gvattr):  # pragma: no cover - compiled
-    """Accumulate d(loss)/d(vattr) into gvattr [M,K] given grad [K+3, N] of the outputs."""
-    n = pixel.shape[0]
+                grad, gvattr, start, stop):  # pragma: no cover - compiled
+    """Accumulate d(loss)/d(vattr) into gvattr [M,K] given grad [K+3, N] of the outputs,
+    for pixels start..stop-1 (threads take whole views, whose vattr rows are disjoint)."""
     k = vattr.shape[1]
     hw = height * width
-    for p in range(n):
+    for p in range(start, stop):
         view, c0, c1, c2, t0, t1, t2 = _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw)
         rem = pixel[p] - view * hw
         py = np.float32(rem // width) + np.float32(0.5)
@@ -167,8 +215,9 @@ class _Interp(torch.autograd.Function):
         va = vattr.detach().contiguous()
         n, k = pixel.shape[0], vattr.shape[1]
         out = np.empty((k + 3, n), np.float32)
-        _interp_fwd(va.numpy(), faces.numpy(), uvs.numpy(), uv_faces.numpy(), pixel.numpy(), tri_flat.numpy(),
-                    v_count, height, width, ortho.numpy(), out)
+        args = (va.numpy(), faces.numpy(), uvs.numpy(), uv_faces.numpy(), pixel.numpy(), tri_flat.numpy(),
+                v_count, height, width, ortho.numpy(), out)
+        _run(lambda a=a, b=b: _interp_fwd(*args, a, b) for a, b in _chunks(n, _threads()))
         ctx.save_for_backward(va, faces, uvs, uv_faces, pixel, tri_flat, ortho)
         ctx.dims = (v_count, height, width)
         t = torch.from_numpy(out)
@@ -186,8 +235,13 @@ class _Interp(torch.autograd.Function):
             if g is not None:
                 grad[rows] = g.detach().reshape(-1, n).numpy()
         gv = np.zeros(va.shape, np.float32)
-        _interp_bwd(va.numpy(), faces.numpy(), uvs.numpy(), uv_faces.numpy(), pixel.numpy(), tri_flat.numpy(),
-                    *ctx.dims, ortho.numpy(), grad, gv)
+        pix = pixel.numpy()
+        args = (va.numpy(), faces.numpy(), uvs.numpy(), uv_faces.numpy(), pix, tri_flat.numpy(),
+                *ctx.dims, ortho.numpy(), grad, gv)
+        v_count, height, width = ctx.dims
+        views = va.shape[0] // v_count
+        _run(lambda a=a, b=b: _interp_bwd(*args, a, b)
+             for a, b in _view_chunks(pix, views, height * width, _threads()))
         return (torch.from_numpy(gv),) + (None,) * 9
 
 
@@ -231,10 +285,10 @@ def _taps(u, v, h, w, repeat):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _tex_fwd(tex, uv, repeat, out):  # pragma: no cover - compiled
-    """tex [H,W,C] f32 row 0 = top; uv [N,2]; out [N,C]."""
+def _tex_fwd(tex, uv, repeat, out, start, stop):  # pragma: no cover - compiled
+    """tex [H,W,C] f32 row 0 = top; uv [N,2]; out [N,C]; pixels start..stop-1."""
     h, w, c = tex.shape
-    for p in range(uv.shape[0]):
+    for p in range(start, stop):
         ix0, ix1, iy0, iy1, fx, fy = _taps(uv[p, 0], uv[p, 1], h, w, repeat)
         w00 = (1 - fx) * (1 - fy)
         w01 = fx * (1 - fy)
@@ -246,9 +300,10 @@ def _tex_fwd(tex, uv, repeat, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _tex_bwd(tex, uv, repeat, grad, gtex, guv, need_tex):  # pragma: no cover - compiled
+def _tex_bwd(tex, uv, repeat, grad, gtex, guv, need_tex, start, stop):  # pragma: no cover - compiled
+    """Pixels start..stop-1: gradients into gtex [H,W,C] (one buffer per thread) and guv [N,2]."""
     h, w, c = tex.shape
-    for p in range(uv.shape[0]):
+    for p in range(start, stop):
         ix0, ix1, iy0, iy1, fx, fy = _taps(uv[p, 0], uv[p, 1], h, w, repeat)
         gfx = np.float32(0.0)
         gfy = np.float32(0.0)
@@ -279,7 +334,8 @@ class _Texture(torch.autograd.Function):
         t = tex.detach().contiguous()
         u = uv.detach().contiguous()
         out = np.empty((u.shape[0], t.shape[2]), np.float32)
-        _tex_fwd(t.numpy(), u.numpy(), repeat, out)
+        tn, un = t.numpy(), u.numpy()
+        _run(lambda a=a, b=b: _tex_fwd(tn, un, repeat, out, a, b) for a, b in _chunks(u.shape[0], _threads()))
         ctx.save_for_backward(t, u)
         ctx.repeat = repeat
         return torch.from_numpy(out)
@@ -288,10 +344,19 @@ class _Texture(torch.autograd.Function):
     def backward(ctx, grad):
         t, u = ctx.saved_tensors
         need_tex = ctx.needs_input_grad[0]
-        gtex = np.zeros(t.shape if need_tex else (1, 1, 1), np.float32)
         guv = np.zeros(u.shape, np.float32)
-        _tex_bwd(t.numpy(), u.numpy(), ctx.repeat, grad.detach().contiguous().numpy().astype(np.float32, copy=False),
-                 gtex, guv, need_tex)
+        tn, un = t.numpy(), u.numpy()
+        gn = grad.detach().contiguous().numpy().astype(np.float32, copy=False)
+        chunks = _chunks(u.shape[0], _threads())
+        # One texture-gradient buffer per thread, summed in a fixed order (deterministic
+        # for a given thread count).
+        shape = t.shape if need_tex else (1, 1, 1)
+        bufs = [np.zeros(shape, np.float32) for _ in range(max(1, len(chunks)))]
+        _run(lambda i=i, a=a, b=b: _tex_bwd(tn, un, ctx.repeat, gn, bufs[i], guv, need_tex, a, b)
+             for i, (a, b) in enumerate(chunks))
+        gtex = bufs[0]
+        for extra in bufs[1:]:
+            gtex += extra
         return (torch.from_numpy(gtex) if need_tex else None), torch.from_numpy(guv), None
 
 
@@ -383,7 +448,8 @@ class _Normals(torch.autograd.Function):
         p = pts.detach().contiguous()
         acc = np.zeros(p.shape, np.float32)
         out = np.empty(p.shape, np.float32)
-        _normals_fwd(p.numpy(), faces.numpy(), acc, out)
+        pn, fn = p.numpy(), faces.numpy()
+        _run(lambda a=a, b=b: _normals_fwd(pn[a:b], fn, acc[a:b], out[a:b]) for a, b in _chunks(p.shape[0], _threads()))
         ctx.save_for_backward(p, faces, torch.from_numpy(acc), torch.from_numpy(out))
         return torch.from_numpy(out)
 
@@ -391,8 +457,10 @@ class _Normals(torch.autograd.Function):
     def backward(ctx, gout):
         p, faces, acc, out = ctx.saved_tensors
         g = np.zeros(p.shape, np.float32)
-        _normals_bwd(p.numpy(), faces.numpy(), acc.numpy(), out.numpy(),
-                     gout.detach().contiguous().numpy().astype(np.float32, copy=False), g)
+        pn, fn, an, on = p.numpy(), faces.numpy(), acc.numpy(), out.numpy()
+        gn = gout.detach().contiguous().numpy().astype(np.float32, copy=False)
+        _run(lambda a=a, b=b: _normals_bwd(pn[a:b], fn, an[a:b], on[a:b], gn[a:b], g[a:b])
+             for a, b in _chunks(p.shape[0], _threads()))
         return torch.from_numpy(g), None
 
 
