@@ -10,6 +10,7 @@ undo step, or not at all.
 from __future__ import annotations
 
 import functools
+import json
 import bpy
 import numpy as np
 
@@ -296,8 +297,18 @@ class MM_OT_stylize(_JobOperator, bpy.types.Operator):
     bl_label = "Stylize"
     action = "stylize"
 
+    settings: bpy.props.StringProperty(
+        name="Engine settings", default="", options={"HIDDEN", "SKIP_SAVE"},
+        description='Scripts: JSON engine overrides for the backend, e.g. {"resolution": 64}')
+
     def make_job(self, context, objects):
-        job, self.apply = make_stylize_job(context, objects)
+        extra = None
+        if self.settings:
+            try:
+                extra = {"settings": json.loads(self.settings)}
+            except ValueError as e:
+                raise ValueError(f"Engine settings must be JSON ({e}).") from None
+        job, self.apply = make_stylize_job(context, objects, extra)
         return job
 
 

@@ -7,6 +7,11 @@ anti-aliasing). Prints milliseconds per 8-view batch (median of repeats) and
 the ratio. Run from the repository root:
 
     .venv/bin/python scripts/bench_render.py [--repeats 10] [--threads N] [--device cuda] [--no-blender]
+
+On a machine shared with other busy processes, torch's OpenMP threads spin in
+barriers and multi-threaded figures collapse; compare with ``--threads 1`` or
+run with ``OMP_WAIT_POLICY=PASSIVE`` in the environment. The "cpu" column is
+this process's CPU time, which stays meaningful under contention.
 """
 
 from __future__ import annotations

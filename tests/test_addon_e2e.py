@@ -163,7 +163,8 @@ def test_stylize_apply_export_and_render(sample_glb, stylize_server, tmp_path, d
     assert [datablock_hash(o) for o in meshes] == before[0]
 
     # A second run: the server already has the avatar, so nothing is uploaded.
-    assert bpy.ops.metamorph.stylize() == {"FINISHED"}
+    import json
+    assert bpy.ops.metamorph.stylize(settings=json.dumps(TINY["settings"])) == {"FINISHED"}
     assert jobs.last.uploaded is False and len(sc.metamorph.results) == 2
 
     # Turntables: Workbench, tiny frames, every rig camera.

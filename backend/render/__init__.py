@@ -1,16 +1,31 @@
 """Differentiable renderer that agrees with Blender's cameras.
 
-    from backend.render import render, Lights
+    from backend.render import render, RenderSettings, Lights
     passes = render(vertices, faces, uvs, uv_faces, textures, face_material, cameras,
-                    passes=("color", "alpha"))
+                    size=None, lights=None, background=None, passes=("color", "alpha"))
 
-See :func:`backend.render.pipeline.render` for shapes and units, and
-:func:`shared.camera.projection` for the camera conversion used everywhere.
+Shapes and units: :func:`backend.render.pipeline.render`. Cameras are
+:class:`shared.camera.Camera` converted by :func:`shared.camera.projection` (the
+one conversion, used everywhere).
+
+Modules:
+    validate     input checks (ValueError naming the problem) before anything runs
+    camera       batches of Blender cameras as tensors; projection to pixels
+    raster       numba z-buffer: triangle id per pixel centre (no gradients, watertight)
+    interpolate  differentiable perspective-correct barycentrics (torch, any device)
+    shade        normals, bilinear texture lookup (Blender's Linear + Repeat), Lambert
+    fused        the same maths as numba kernels with hand-written backward passes,
+                 used for float32 on the CPU (several times faster)
+    pipeline     render(): ties them together; deferred shading; passes
+    procedural   numpy test assets (UV sphere with seams, textures, look-at cameras)
+
+Gradients reach vertex positions (through visible geometry, depth, normals and
+UVs; not through silhouettes), textures and background images.
 """
 
 from .camera import CameraBatch, camera_batch, project, to_camera_space
-from .raster import rasterize
 from .pipeline import RenderSettings, render
+from .raster import rasterize
 from .shade import DEFAULT_LIGHTS, Lights, lambert, sample_texture, vertex_normals
 from .validate import PASS_CHANNELS
 

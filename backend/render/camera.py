@@ -77,11 +77,16 @@ def camera_batch(cameras, size=None, *, device="cpu", dtype=torch.float32) -> Ca
     )
 
 
+def rotate(points: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """points [B,V,3], rot [B,3,3] -> rot @ p for every point, [B,V,3].
+
+    A broadcast sum: bmm/einsum with an inner size of 3 is very slow on CPU."""
+    return (points[:, :, None, :] * rot[:, None, :, :]).sum(-1)
+
+
 def to_camera_space(vertices: torch.Tensor, cams: CameraBatch) -> torch.Tensor:
     """World-space vertices [B,V,3] -> Blender camera space [B,V,3] (x right, y up, looking -Z)."""
-    r = cams.world_to_camera[:, :3, :3]
-    tr = cams.world_to_camera[:, :3, 3]
-    return torch.einsum("bij,bvj->bvi", r, vertices) + tr[:, None, :]
+    return rotate(vertices, cams.world_to_camera[:, :3, :3]) + cams.world_to_camera[:, None, :3, 3]
 
 
 def project(cam_points: torch.Tensor, cams: CameraBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,9 +98,12 @@ def project(cam_points: torch.Tensor, cams: CameraBatch) -> tuple[torch.Tensor, 
     """
     depth = -cam_points[..., 2]
     ortho = cams.ortho[:, None]
-    # Avoid dividing by ~0 for points at the eye; those triangles are culled anyway.
-    safe = torch.where(depth.abs() > 1e-9, depth, torch.full_like(depth, 1e-9))
-    scale = torch.where(ortho, torch.ones_like(depth), 1.0 / safe)
+    if bool(cams.ortho.all()):
+        scale = torch.ones_like(depth)
+    else:
+        # Avoid dividing by ~0 for points at the eye; those triangles are culled anyway.
+        safe = torch.where(depth.abs() > 1e-9, depth, torch.full_like(depth, 1e-9))
+        scale = torch.where(ortho, torch.ones_like(depth), 1.0 / safe)
     u = cams.cx[:, None] + cams.fx[:, None] * cam_points[..., 0] * scale
     v = cams.cy[:, None] - cams.fy[:, None] * cam_points[..., 1] * scale
     return torch.stack([u, v], dim=-1), depth

@@ -1,8 +1,10 @@
-"""Fused CPU kernels (numba) for the two per-pixel hot spots, with hand-written
-backward passes: barycentric interpolation and bilinear texture lookup.
+"""Fused CPU kernels (numba) for the hot spots, with hand-written backward
+passes: barycentric interpolation at the covered pixels, bilinear texture
+lookup, and smooth vertex normals.
 
-They compute exactly what :mod:`.interpolate` and :func:`.shade.sample_texture`
-compute with torch ops (tests check values and gradients against them), but in
+They compute exactly what :mod:`.interpolate`, :func:`.shade.sample_texture` and
+:func:`.shade.vertex_normals` compute with torch ops (tests check values and
+gradients against them; first derivatives only), but in
 one pass per pixel without temporaries, which is several times faster on a
 2-core CPU. Used for float32 tensors on the CPU; every other case uses the
 torch code. Work is split over ``torch.get_num_threads()`` Python threads (the
@@ -18,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from numba import njit
+from torch.autograd.function import once_differentiable
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = -1  # a forked child must not reuse its parent's (thread-less) pool
@@ -225,6 +228,7 @@ class _Interp(torch.autograd.Function):
         return t[0].clone(), t[1:4].clone(), t[4:6].clone(), t[6:].clone()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g_depth, g_bary, g_uv, g_attr):
         va, faces, uvs, uv_faces, pixel, tri_flat, ortho = ctx.saved_tensors
         n, k = pixel.shape[0], va.shape[1]
@@ -341,6 +345,7 @@ class _Texture(torch.autograd.Function):
         return torch.from_numpy(out)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         t, u = ctx.saved_tensors
         need_tex = ctx.needs_input_grad[0]
@@ -454,6 +459,7 @@ class _Normals(torch.autograd.Function):
         return torch.from_numpy(out)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gout):
         p, faces, acc, out = ctx.saved_tensors
         g = np.zeros(p.shape, np.float32)

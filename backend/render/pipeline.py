@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from .camera import camera_batch
+from .camera import camera_batch, project, rotate, to_camera_space
 from .fused import interp_cpu, sample_texture_cpu, vertex_normals_cpu
 from .interpolate import fragments, interpolate
 from .raster import rasterize
@@ -42,13 +42,6 @@ class RenderSettings:
 
 
 _DEFAULT_SETTINGS = RenderSettings()
-
-
-def _rotate(points: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """points [B,V,3], rot [B,3,3] -> rot @ p for every point, [B,V,3].
-
-    Written as a broadcast sum: bmm with an inner size of 3 is very slow on CPU."""
-    return (points[:, :, None, :] * rot[:, None, :, :]).sum(-1)
 
 
 def _is_default(value, default) -> bool:
@@ -131,21 +124,12 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
     need_albedo = "color" in passes or "albedo" in passes
     need_uv = need_albedo or "uv" in passes
 
-    # Camera space [B,V,3]: x right, y up, looking down -Z.
+    # Camera space [B,V,3] (x right, y up, looking down -Z), then pixels (u right, v down).
     rot = cams.world_to_camera[:, :3, :3]
-    cam_pts = _rotate(vertices, rot) + cams.world_to_camera[:, None, :3, 3]
-    depth = -cam_pts[..., 2]  # [B,V]
-    ortho = cams.ortho[:, None]
-    if bool(cams.ortho.all()):
-        inv = torch.ones_like(depth)
-    else:
-        # Points at the eye would divide by ~0; their triangles are culled by the raster anyway.
-        safe = torch.where(depth.abs() > 1e-9, depth, torch.full_like(depth, 1e-9))
-        inv = torch.where(ortho, torch.ones_like(depth), 1.0 / safe)
-    su = cams.cx[:, None] + cams.fx[:, None] * cam_pts[..., 0] * inv
-    sv = cams.cy[:, None] - cams.fy[:, None] * cam_pts[..., 1] * inv
+    screen, depth = project(to_camera_space(vertices, cams), cams)  # [B,V,2], [B,V]
+    su, sv = screen[..., 0], screen[..., 1]
 
-    tri_np, _, front_np = rasterize(torch.stack([su, sv], -1).detach().cpu().numpy(),
+    tri_np, _, front_np = rasterize(screen.detach().cpu().numpy(),
                                     depth.detach().cpu().numpy(), faces_t.T.cpu().numpy(), w, h,
                                     cams.ortho.cpu().numpy(), cams.near.cpu().numpy(), cams.far.cpu().numpy())
     tri_id = torch.from_numpy(tri_np).to(device)
@@ -163,7 +147,7 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
                 k += 3
             if need_ncam:
                 extra["n_cam"] = k
-                cols.append(_rotate(n_world_v, rot))
+                cols.append(rotate(n_world_v, rot))
                 k += 3
         else:
             extra["pos_world"] = k
