@@ -41,7 +41,7 @@ def start(python: str, address: str, log_path: str | None = None) -> int:
     if not python or not os.path.exists(python):
         raise ValueError("Set 'Local backend Python' in the preferences to a Python with "
                          "Metamorph installed (e.g. /path/to/metamorph/.venv/bin/python).")
-    stop()
+    stop(include_stale=True)
     log = open(log_path or os.path.join(state_dir(), "backend.log"), "ab")
     _proc = subprocess.Popen(command(python, address), stdout=log, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True)
@@ -55,9 +55,10 @@ def running() -> bool:
     return _proc is not None and _proc.poll() is None
 
 
-def stop(timeout_s: float = 5.0) -> bool:
-    """Stop our backend (and one recorded in the pid file by an earlier session).
-    Returns True if something was stopped."""
+def stop(timeout_s: float = 5.0, include_stale: bool = False) -> bool:
+    """Stop the backend this session started; with ``include_stale`` also one an
+    earlier (crashed) session recorded in the pid file. Returns True if
+    something was stopped."""
     global _proc
     stopped = False
     if _proc is not None:
@@ -70,8 +71,9 @@ def stop(timeout_s: float = 5.0) -> bool:
                 _proc.wait(timeout_s)
             stopped = True
         _proc = None
+        _remove_pid_file()
     pf = pid_file()
-    if os.path.exists(pf):
+    if include_stale and os.path.exists(pf):
         try:
             pid = int(open(pf).read().strip() or 0)
             if pid > 0 and _is_our_backend(pid):
@@ -84,6 +86,13 @@ def stop(timeout_s: float = 5.0) -> bool:
         except OSError:
             pass
     return stopped
+
+
+def _remove_pid_file() -> None:
+    try:
+        os.remove(pid_file())
+    except OSError:
+        pass
 
 
 def _is_our_backend(pid: int) -> bool:

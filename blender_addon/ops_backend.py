@@ -43,7 +43,7 @@ class MM_OT_backend_stop(bpy.types.Operator):
     bl_label = "Stop Local Backend"
 
     def execute(self, context):
-        stopped = backend_process.stop()
+        stopped = backend_process.stop(include_stale=True)
         connection.set_connected(context, None)
         self.report({"INFO"}, "Metamorph: local backend stopped." if stopped else
                     "Metamorph: no local backend was running.")

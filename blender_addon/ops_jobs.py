@@ -126,6 +126,12 @@ def extract(context, objects):
     fr = selection.frames(context)
     av = scene_io.extract_avatar(objects, scene=context.scene, frame_range=(fr[0], fr[-1]))
     mm_avatar.validate(av)
+    n = sum(len(o.data.vertices) for o in objects)
+    if av.num_vertices != n:
+        # Results map one-to-one onto the meshes' own vertices.
+        raise errors.InvalidAvatar(
+            "A modifier changes the avatar's vertex count (e.g. Subdivision Surface): apply it or "
+            "turn it off in the viewport before stylizing, so the result maps onto the mesh.")
     return av
 
 
@@ -172,8 +178,10 @@ class _JobOperator:
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
-        if event.type == "ESC":
+        if event.type == "ESC" and event.value == "PRESS":
             self.job.cancel()
+            context.scene.metamorph.job_message = "Cancelling..."
+            return {"RUNNING_MODAL"}  # consumed: Esc must not also reach other tools
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         state = timer_step(context, self.job)
@@ -265,12 +273,29 @@ def _run_short(job):
     job.release()
 
 
+def _settings_param(text: str) -> dict | None:
+    """The operators' hidden ``settings`` (JSON engine overrides) as request params."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"Engine settings must be JSON ({e}).") from None
+    if not isinstance(value, dict):
+        raise ValueError('Engine settings must be a JSON object, e.g. {"resolution": 64}.')
+    return {"settings": value}
+
+
 class MM_OT_prepare(_JobOperator, bpy.types.Operator):
     """Upload the avatar and meta-learn its style initialization on the backend"""
 
     bl_idname = "metamorph.prepare"
     bl_label = "Prepare"
     action = "prepare"
+
+    settings: bpy.props.StringProperty(
+        name="Engine settings", default="", options={"HIDDEN", "SKIP_SAVE"},
+        description='Scripts: JSON engine overrides for the backend, e.g. {"resolution": 64}')
 
     def make_job(self, context, objects):
         av = extract(context, objects)
@@ -281,13 +306,16 @@ class MM_OT_prepare(_JobOperator, bpy.types.Operator):
         prompts = [t.text.strip() for t in s.terms if t.kind == "TEXT" and t.text.strip()]
         if prompts:  # meta-learn around the artist's styles; else the backend's default list
             params["styles"] = prompts
+        params.update(_settings_param(self.settings) or {})
         work = functools.partial(jobs.run_job, kind="prepare", params=params, arrays={},
                                  avatar=av, avatar_id=aid)
         return jobs.Job("prepare", work, connection.client_options(context))
 
     @staticmethod
     def apply(context, body, arrays):
-        return "avatar prepared."
+        extra = ", ".join(f"{k} {round(body[k], 1) if isinstance(body[k], float) else body[k]}"
+                          for k in ("iterations", "seconds") if k in body)
+        return f"avatar prepared ({extra})." if extra else "avatar prepared."
 
 
 class MM_OT_stylize(_JobOperator, bpy.types.Operator):
@@ -302,13 +330,7 @@ class MM_OT_stylize(_JobOperator, bpy.types.Operator):
         description='Scripts: JSON engine overrides for the backend, e.g. {"resolution": 64}')
 
     def make_job(self, context, objects):
-        extra = None
-        if self.settings:
-            try:
-                extra = {"settings": json.loads(self.settings)}
-            except ValueError as e:
-                raise ValueError(f"Engine settings must be JSON ({e}).") from None
-        job, self.apply = make_stylize_job(context, objects, extra)
+        job, self.apply = make_stylize_job(context, objects, _settings_param(self.settings))
         return job
 
 

@@ -3,7 +3,7 @@
 Layout: ``<output>/<style>/<camera>/<pass>/<frame:04d>.png``. Colour passes
 (color, albedo, original) are 8-bit sRGB RGB, alpha 8-bit grey, normals 8-bit
 RGB encoding ``0.5 * n + 0.5`` (world space), depth 16-bit grey in millimetres
-(camera distance; 0 = nothing hit / beyond 65.535 m).
+(Blender's Z pass: distance along the view axis; 0 = background / beyond 65.535 m).
 """
 
 from __future__ import annotations

@@ -12,8 +12,16 @@ Result arrays (see :class:`StylizeResult`):
     pass_<name>          [C,N,h,w,c]          one array per pass over C cameras x N frames;
                                               color/albedo/original: uint8 sRGB c=3;
                                               normal: float16 c=3 (world space, [-1,1]);
-                                              depth: float32 c=1 (camera distance, metres);
+                                              depth: float32 c=1 (Blender Z pass: metres along the
+                                              view axis, 0 on background);
                                               alpha: uint8 c=1
+                                              (color/albedo/original are black where alpha = 0)
+
+Result body: ``name``, ``texture_sets`` (names, order of texture_<i>), ``blendshape_names``,
+``cameras`` (dicts), ``frames``, ``passes`` (names) and ``metadata``: prompts, identity,
+guidance, guidance_is_test_model (+ ``warning``), steps, stopped ("done"|"time_budget"),
+init ("meta"|"fitted"), losses (per step dicts), seconds, device, expression_dampening
+(mean over blendshapes of |stylized delta|/|original delta|), avatar_hash.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ class StylizeRequest:
     name: str = ""  # style name for the result (defaults to the first text prompt)
     time_budget_s: float = 0.0  # 0 = no budget
     track: dict | None = None  # optional {"names": [...], "frames": [...], "weights": [[...]]}
+    settings: dict | None = None  # optional engine overrides, e.g. {"resolution": 64, "fit_steps": 50}
 
     def to_params(self) -> dict:
         return {
@@ -68,6 +77,7 @@ class StylizeRequest:
             "seed": int(self.seed), "guidance": self.guidance, "texture_size": int(self.texture_size),
             "passes": list(self.passes), "pass_resolution": int(self.pass_resolution),
             "name": self.name, "time_budget_s": float(self.time_budget_s), "track": self.track,
+            "settings": dict(self.settings) if self.settings else None,
         }
 
     @classmethod
@@ -77,7 +87,7 @@ class StylizeRequest:
             cams = [Camera.from_dict(c) for c in p["cameras"]]
             kw = {k: p[k] for k in ("frames", "identity", "steps", "preset", "seed", "guidance",
                                     "texture_size", "passes", "pass_resolution", "name",
-                                    "time_budget_s", "track") if k in p}
+                                    "time_budget_s", "track", "settings") if k in p}
             return cls(avatar_id=str(p["avatar_id"]), terms=terms, cameras=cams, **kw)
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidParams(f"The stylize request is malformed: {e}.") from e

@@ -465,3 +465,48 @@ def test_png_roundtrip():
         open(p, "wb").write(data)
         assert np.array_equal(pngio.read_png(p), img)
         os.remove(p)
+
+
+def test_request_carries_image_terms_top_row_first_and_panel_settings(scene):
+    from blender_addon import ops_jobs
+    obj = make_avatar()
+    s = scene.metamorph
+    s.rig_collection = rig.create_turntable_rig(scene, [obj], 3, (0.0,))
+    img = bpy.data.images.new("ref", 8, 8)
+    px = np.zeros((8, 8, 4), np.float32)
+    px[-1, :, 0] = 1.0  # Blender's last row is the image's top row
+    px[..., 3] = 1.0
+    img.pixels.foreach_set(px.ravel())
+    t = s.terms.add()
+    t.kind, t.image, t.weight = "IMAGE", img, 0.7
+    t = s.terms.add()
+    t.kind, t.text, t.weight = "TEXT", "  ", 1.0  # empty prompt: skipped
+    s.identity, s.steps, s.seed, s.pass_resolution = 0.25, 7, 3, 48
+    scene.frame_start, scene.frame_end, s.frame_step = 1, 9, 4
+    req, arrays = ops_jobs.build_request(bpy.context, [obj], "a" * 64)
+    assert list(arrays) == ["style_image_0"]
+    a = arrays["style_image_0"]
+    assert a.dtype == np.uint8 and a.shape == (8, 8, 3)
+    assert (a[0, :, 0] == 255).all() and (a[1:, :, 0] == 0).all()
+    assert [(x.kind, x.image_index, x.weight) for x in req.terms] == [("image", 0, pytest.approx(0.7))]
+    assert req.name == "Image style" and req.frames == [1.0, 5.0, 9.0]
+    assert (req.identity, req.steps, req.seed) == (0.25, 7, 3)
+    assert len(req.cameras) == 3 and all(c.resolution_x == 48 for c in req.cameras)
+    assert req.cameras[0].name == "MM Cam r0 00"
+
+
+def test_extraction_matches_apply_layout_and_rejects_vertex_changing_modifiers(scene):
+    from blender_addon import ops_jobs
+    head = make_avatar("Head", subdiv=2)
+    eyes = make_avatar("Eyes", subdiv=1, shape_keys=(), animate=False)
+    objs = [eyes, head]  # the order avatar_objects() gives: by name
+    av = ops_jobs.extract(bpy.context, objs)
+    assert av.num_vertices == len(eyes.data.vertices) + len(head.data.vertices)
+    # World-space positions in the same order apply() splits them.
+    co = np.empty(len(eyes.data.vertices) * 3, np.float32)
+    eyes.data.vertices.foreach_get("co", co)
+    assert np.allclose(av.vertices[:len(eyes.data.vertices)], co.reshape(-1, 3) + (0, 0, 1.6),
+                       atol=1e-5)
+    eyes.modifiers.new("subsurf", "SUBSURF")
+    with pytest.raises(InvalidAvatar, match="modifier changes the avatar's vertex count"):
+        ops_jobs.extract(bpy.context, objs)

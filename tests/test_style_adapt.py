@@ -1,7 +1,6 @@
 """Fitting, few-step adaptation and Reptile meta-learning of the style network,
 with the test guidance model on the small procedural head and the real renderer."""
 
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -10,8 +9,7 @@ import torch
 
 from shared.errors import Cancelled
 from backend.style import meta
-from backend.style.adapt import (AdaptConfig, adapt, evaluate, frame_weights, load_mapper_state, make_target,
-                                 mapper_state)
+from backend.style.adapt import (AdaptConfig, adapt, evaluate, frame_weights, load_mapper_state, make_target)
 from backend.style.context import AvatarContext
 from backend.style.fitting import fit
 from backend.style.guidance import TEST_MODEL, load_guidance

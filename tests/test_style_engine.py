@@ -134,3 +134,19 @@ def test_cli_stops_with_clear_error_when_guidance_weights_are_missing(tmp_path, 
     err = capsys.readouterr().err
     assert rc == 2 and "guidance_unavailable" in err and "--clip-checkpoint" in err
     assert not (tmp_path / "out").exists()  # nothing written from untrained guidance
+
+
+def test_bad_camera_and_params_are_typed_errors(cache):
+    from dataclasses import replace as dc_replace
+
+    from shared.errors import InvalidParams
+
+    av = tiny_avatar()
+    cams = turntable(av.vertices, 1, (0.0,), 360.0)
+    with pytest.raises(InvalidParams, match="Camera 0"):
+        run_stylize(av, request(av, [StyleTerm("text", 1.0, "x")], cameras=[dc_replace(cams[0], lens=0.0)]),
+                    cache_dir=cache, overrides=OV)
+    with pytest.raises(InvalidParams, match="empty prompt"):
+        run_stylize(av, request(av, [StyleTerm("text", 1.0, "  ")]), cache_dir=cache, overrides=OV)
+    with pytest.raises(InvalidParams, match="Identity"):
+        run_stylize(av, request(av, [StyleTerm("text", 1.0, "x")], identity=2.0), cache_dir=cache, overrides=OV)

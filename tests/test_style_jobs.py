@@ -1,7 +1,6 @@
 """The server's stylize/prepare jobs over real ZeroMQ sockets (conftest's
 `metamorph serve` subprocess), with the test guidance model at tiny settings."""
 
-import numpy as np
 import pytest
 
 from shared.errors import Cancelled, InvalidParams
@@ -15,10 +14,8 @@ TINY = {"resolution": 32, "width": 16, "render_size": 48, "fit_steps": 40}
 def req(av, aid, **kw):
     r = StylizeRequest(aid, kw.pop("terms", [StyleTerm("text", 1.0, "a bronze statue")]),
                        turntable(av.vertices, 2, (0.0,), 360.0, resolution=64), frames=[0.0, 3.0],
-                       guidance="test-tiny", texture_size=32, pass_resolution=32, **kw)
-    p = r.to_params()
-    p["settings"] = dict(TINY)
-    return p
+                       guidance="test-tiny", texture_size=32, pass_resolution=32, settings=dict(TINY), **kw)
+    return r.to_params()
 
 
 def test_stylize_job_streams_progress_and_returns_the_result(client):

@@ -149,65 +149,65 @@ def adapt(ctx: AvatarContext, net: StyleNet, guidance, target: Target, cameras, 
     w_id = float(np.clip(cfg.identity, 0.0, 1.0)) * cfg.identity_scale
     history, stopped, step = [], "done", 0
 
-    for step in range(cfg.steps):
-        if is_cancelled and is_cancelled():
-            raise Cancelled("Stylization was cancelled.")
-        if cfg.time_budget_s and time.time() - t0 > cfg.time_budget_s and step > 0:
-            stopped = "time_budget"
-            break
-        ci = torch.randint(len(cameras), (n,), generator=gen).tolist()
-        fi = torch.randint(frame_w.shape[0], (n,), generator=gen).tolist()
-        bg = augment.random_backgrounds(n, S, S, gen).to(ctx.device)
-        H = augment.crop_params(n * cfg.crops_per_view, gen)
-        cams = [cameras[c] for c in ci]
+    try:
+        for step in range(cfg.steps):
+            if is_cancelled and is_cancelled():
+                raise Cancelled("Stylization was cancelled.")
+            if cfg.time_budget_s and time.time() - t0 > cfg.time_budget_s and step > 0:
+                stopped = "time_budget"
+                break
+            ci = torch.randint(len(cameras), (n,), generator=gen).tolist()
+            fi = torch.randint(frame_w.shape[0], (n,), generator=gen).tolist()
+            bg = augment.random_backgrounds(n, S, S, gen).to(ctx.device)
+            H = augment.crop_params(n * cfg.crops_per_view, gen)
+            cams = [cameras[c] for c in ci]
 
-        dec = ctx.decode(net, feats)
-        wts = frame_w[fi]
-        out = ctx.render(ctx.posed(wts, dec), list(dec.albedo), cams, S, ("color", "grey", "alpha"),
-                         render_fn=render_fn)
-        with torch.no_grad():
-            need = [(c, f) for c, f in zip(ci, fi) if (c, f) not in orig_cache]
-            if need:
-                o = ctx.render(ctx.posed(frame_w[[f for _, f in need]]), base_tex, [cameras[c] for c, _ in need],
-                               S, ("color", "alpha"), render_fn=render_fn)
-                for k, key in enumerate(need):
-                    orig_cache[key] = torch.cat([o["color"][k], o["alpha"][k]], -1)
-            orig = torch.stack([orig_cache[(c, f)] for c, f in zip(ci, fi)])
-        img_s = augment.composite(out["color"], out["alpha"], bg)
-        img_g = augment.composite(out["grey"], out["alpha"], bg)
-        img_o = augment.composite(orig[..., :3], orig[..., 3:], bg)
-        rep = lambda x: x.repeat_interleave(cfg.crops_per_view, 0)  # noqa: E731
-        x_s = augment.warp(rep(img_s), H, crop)
-        x_g = augment.warp(rep(img_g), H, crop)
-        e_s = guidance.encode_image(x_s)
-        e_g = guidance.encode_image(x_g)
-        with torch.no_grad():
-            e_o = guidance.encode_image(augment.warp(rep(img_o), H, crop))
+            dec = ctx.decode(net, feats)
+            wts = frame_w[fi]
+            out = ctx.render(ctx.posed(wts, dec), list(dec.albedo), cams, S, ("color", "grey", "alpha"),
+                             render_fn=render_fn)
+            with torch.no_grad():
+                need = [(c, f) for c, f in zip(ci, fi) if (c, f) not in orig_cache]
+                if need:
+                    o = ctx.render(ctx.posed(frame_w[[f for _, f in need]]), base_tex, [cameras[c] for c, _ in need],
+                                   S, ("color", "alpha"), render_fn=render_fn)
+                    for k, key in enumerate(need):
+                        orig_cache[key] = torch.cat([o["color"][k], o["alpha"][k]], -1)
+                orig = torch.stack([orig_cache[(c, f)] for c, f in zip(ci, fi)])
+            img_s = augment.composite(out["color"], out["alpha"], bg)
+            img_g = augment.composite(out["grey"], out["alpha"], bg)
+            img_o = augment.composite(orig[..., :3], orig[..., 3:], bg)
+            rep = lambda x: x.repeat_interleave(cfg.crops_per_view, 0)  # noqa: E731
+            x_s = augment.warp(rep(img_s), H, crop)
+            x_g = augment.warp(rep(img_g), H, crop)
+            e_s = guidance.encode_image(x_s)
+            e_g = guidance.encode_image(x_g)
+            with torch.no_grad():
+                e_o = guidance.encode_image(augment.warp(rep(img_o), H, crop))
 
-        l_style = _style_loss(target, e_s, e_g, e_o, cfg)
-        l_id = losses.identity_loss(e_s, e_o)
-        offs = torch.cat([dec.neutral[None], dec.bs_offsets], 0)
-        l_off = losses.offset_magnitude(offs, ctx.head_size * net.cfg.max_offset_frac)
-        l_lap = losses.laplacian_loss(offs, ctx.edges, ctx.vertices.shape[0], ctx.head_size * net.cfg.max_offset_frac)
-        l_tex = losses.texture_regularizer(dec.albedo, ctx.base_albedo, ctx.mask)
-        total = (l_style + w_id * l_id + cfg.offset_weight * 1e-2 * l_off + cfg.laplacian_weight * l_lap
-                 + cfg.texture_weight * l_tex)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        rec = {"total": float(total.detach()), "style": float(l_style.detach()), "identity": float(l_id.detach()),
-               "offset": float(l_off.detach()), "laplacian": float(l_lap.detach()), "texture": float(l_tex.detach())}
-        history.append(rec)
-        if progress:
-            prev = None
-            if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.steps - 1):
-                prev = _progress_preview(img_s[0], cfg.preview_size)
-            progress("adapt", step + 1, cfg.steps, rec, prev)
-    else:
-        step = cfg.steps
+            l_style = _style_loss(target, e_s, e_g, e_o, cfg)
+            l_id = losses.identity_loss(e_s, e_o)
+            offs = torch.cat([dec.neutral[None], dec.bs_offsets], 0)
+            l_off = losses.offset_magnitude(offs, ctx.head_size * net.cfg.max_offset_frac)
+            l_lap = losses.laplacian_loss(offs, ctx.edges, ctx.vertices.shape[0], ctx.head_size * net.cfg.max_offset_frac)
+            l_tex = losses.texture_regularizer(dec.albedo, ctx.base_albedo, ctx.mask)
+            total = (l_style + w_id * l_id + cfg.offset_weight * 1e-2 * l_off + cfg.laplacian_weight * l_lap
+                     + cfg.texture_weight * l_tex)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            rec = {"total": float(total.detach()), "style": float(l_style.detach()), "identity": float(l_id.detach()),
+                   "offset": float(l_off.detach()), "laplacian": float(l_lap.detach()), "texture": float(l_tex.detach())}
+            history.append(rec)
+            if progress:
+                prev = None
+                if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.steps - 1):
+                    prev = _progress_preview(img_s[0], cfg.preview_size)
+                progress("adapt", step + 1, cfg.steps, rec, prev)
+    finally:
+        for p in net.parameters():
+            p.requires_grad_(True)
     done = len(history)
-    for p in net.parameters():
-        p.requires_grad_(True)
     with torch.no_grad():
         dec = ctx.decode(net)
     return AdaptResult(decoded=dec, history=history, steps_done=done, stopped=stopped, seconds=time.time() - t0)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from shared.avatar import AvatarData, TextureSet
 from shared.errors import InvalidParams
@@ -132,11 +131,19 @@ def contact_sheet(res: StylizeResult, max_views: int = 6, max_frames: int = 3, c
     C, N = col.shape[:2]
     ci = np.unique(np.linspace(0, C - 1, min(C, max_views)).round().astype(int))
     fi = np.unique(np.linspace(0, N - 1, min(N, max_frames)).round().astype(int))
+    alpha = res.passes.get("alpha")
+
+    def tile(src, c, f):
+        img = src[c, f].astype(np.float32)
+        if alpha is not None:  # over mid grey, so dark styles stay visible
+            a = alpha[c, f].astype(np.float32) / 255.0
+            img = img * a + 128.0 * (1 - a)
+        return np.asarray(Image.fromarray(img.round().astype(np.uint8)).resize((cell, cell), Image.BILINEAR))
+
     rows = []
     for f in fi:
         for src in (orig, col):
-            rows.append(np.concatenate([np.asarray(Image.fromarray(src[c, f]).resize((cell, cell)))
-                                        for c in ci], 1))
+            rows.append(np.concatenate([tile(src, c, f) for c in ci], 1))
     return np.concatenate(rows, 0)
 
 

@@ -108,6 +108,8 @@ def expression_dampening(blendshapes: np.ndarray, bs_offsets: np.ndarray) -> dic
     """Per blendshape ``|delta + offset| / |delta|`` (Frobenius over vertices) and
     their mean; 1 = expressions as strong as the original, < 1 = dampened.
     Blendshapes that move nothing are skipped."""
+    if len(blendshapes) == 0:
+        return {"mean": 1.0, "per_blendshape": []}
     n0 = np.linalg.norm(blendshapes.reshape(len(blendshapes), -1), axis=1)
     n1 = np.linalg.norm((blendshapes + bs_offsets).reshape(len(blendshapes), -1), axis=1)
     ok = n0 > 1e-9

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -93,11 +92,22 @@ def run_stylize(av: AvatarData, req: StylizeRequest, style_images: dict | None =
     The avatar is never modified.
     """
     t0 = time.time()
-    s = settings(req.preset, overrides)
+    s = settings(req.preset, {**(req.settings or {}), **(overrides or {})})
     if not req.cameras:
         raise InvalidParams("The request has no cameras: add at least one camera to the rig.")
+    from shared.camera import projection
+    for i, cam in enumerate(req.cameras):
+        try:
+            projection(cam)
+        except ValueError as e:
+            raise InvalidParams(f"Camera {i} ('{cam.name}') cannot be used: {e}.") from e
     if not 1 <= int(req.texture_size) <= bake.MAX_TEXTURE_SIZE:
         raise InvalidParams(f"Texture size must be between 1 and {bake.MAX_TEXTURE_SIZE}, got {req.texture_size}.")
+    steps = int(req.steps) if req.steps else s["steps"]
+    if steps < 0 or steps > 10000:
+        raise InvalidParams(f"Steps must be between 0 and 10000, got {steps}.")
+    if not 0.0 <= float(req.identity) <= 1.0:
+        raise InvalidParams(f"Identity strength must be between 0 and 1, got {req.identity}.")
     g = guidance or load_guidance(req.guidance, clip_checkpoint, device=device, allow_download=allow_download)
     target = make_target(g, req.terms, style_images or {})
     report = progress or (lambda *a, **k: None)
@@ -107,13 +117,8 @@ def run_stylize(av: AvatarData, req: StylizeRequest, style_images: dict | None =
     track = track_from_request(req, av)
     frames = list(req.frames) or [0.0]
     fw = frame_weights(ctx, track, frames)
-    steps = int(req.steps) if req.steps else s["steps"]
-    if steps < 0 or steps > 10000:
-        raise InvalidParams(f"Steps must be between 0 and 10000, got {steps}.")
     acfg = AdaptConfig(steps=steps, views_per_step=s["views_per_step"], render_size=s["render_size"],
                        identity=float(req.identity), seed=int(req.seed), time_budget_s=float(req.time_budget_s))
-    if not 0.0 <= acfg.identity <= 1.0:
-        raise InvalidParams(f"Identity strength must be between 0 and 1, got {acfg.identity}.")
     r = adapt(ctx, net, g, target, req.cameras, fw, acfg, progress=report, is_cancelled=is_cancelled,
               render_fn=render_fn)
     report("bake", 0, 1)

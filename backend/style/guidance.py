@@ -279,7 +279,8 @@ def _load(name, checkpoint, device, allow_download) -> Guidance:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    tokenizer = open_clip.get_tokenizer(model_name)
+    with _watch_random_init():  # only to quiet open_clip's INFO lines
+        tokenizer = open_clip.get_tokenizer(model_name)
     pp = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = model.visual.image_size
     size = int(size[0] if isinstance(size, (tuple, list)) else size)

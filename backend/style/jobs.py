@@ -29,7 +29,7 @@ SETTING_LIMITS = {"resolution": (16, 1024), "width": (4, 128), "levels": (1, 6),
 
 
 def _check_settings(params: dict) -> dict:
-    s = params.get("settings") or {}
+    s = params.get("settings") or {}  # StylizeRequest.settings
     if not isinstance(s, dict):
         raise InvalidParams("'settings' must be a mapping of engine settings.")
     for k, v in s.items():

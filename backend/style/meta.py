@@ -23,7 +23,7 @@ import torch
 
 from shared.errors import Cancelled, InvalidParams
 
-from .adapt import AdaptConfig, Target, adapt, frame_weights, load_mapper_state, make_target, mapper_state
+from .adapt import AdaptConfig, Target, adapt, load_mapper_state, make_target, mapper_state
 from .context import AvatarContext
 from .fitting import fit
 from .net import NetConfig, StyleNet
