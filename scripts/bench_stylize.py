@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shared.stylize import StyleTerm, StylizeRequest  # noqa: E402
 from backend.style import meta  # noqa: E402
 from backend.style.adapt import AdaptConfig, frame_weights  # noqa: E402
-from backend.style.engine import build_context, run_stylize, settings  # noqa: E402
+from backend.style.engine import PRESETS, build_context, run_stylize, settings  # noqa: E402
 from backend.style.guidance import load_guidance  # noqa: E402
 from backend.style.meta import MetaConfig  # noqa: E402
 from backend.style.rig import default_rig  # noqa: E402
@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--pass-resolution", type=int, default=256)
     ap.add_argument("--frames", type=int, default=2)
+    ap.add_argument("--fit-steps", type=int, default=0,
+                    help="override the preset's fitting steps (timing of the per-style run does not depend on it)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
     else:
         from backend.avatar import load_avatar
         av = load_avatar(a.avatar)
-    s = settings(a.preset)
+    s = settings(a.preset, {"fit_steps": a.fit_steps} if a.fit_steps else None)
     t = time.time()
     g = load_guidance(a.guidance, a.clip_checkpoint, device=a.device)
     load_s = time.time() - t
@@ -93,7 +95,8 @@ def main(argv=None) -> int:
                              preset=a.preset, guidance=a.guidance, texture_size=a.texture_size,
                              pass_resolution=a.pass_resolution, seed=i)
         t = time.time()
-        res = run_stylize(av, req, device=a.device, cache_dir=cache, guidance=g)
+        res = run_stylize(av, req, device=a.device, cache_dir=cache, guidance=g,
+                          overrides={"fit_steps": s["fit_steps"]})
         sync(a.device)
         md = res.body["metadata"]
         runs.append({"prompt": req.terms[0].text, "wall_s": time.time() - t, "adapt_s": md["adapt_seconds"],
@@ -124,7 +127,9 @@ def main(argv=None) -> int:
         "steps": timed[0]["steps"],
         "expression_dampening": [round(r["expression_dampening"], 4) for r in runs],
         "meta_iteration_s": round(meta_iter_s, 2),
-        "meta_training_s_extrapolated": round(meta_iter_s * s["meta_iterations"] + fit_s, 0),
+        "fit_s_at_preset_steps_extrapolated": round(fit_s / s["fit_steps"] * PRESETS[a.preset]["fit_steps"], 0),
+        "meta_training_s_extrapolated": round(meta_iter_s * s["meta_iterations"]
+                                              + fit_s / s["fit_steps"] * PRESETS[a.preset]["fit_steps"], 0),
         "meta_iterations_preset": s["meta_iterations"],
     }
     print(json.dumps(fig, indent=2))

@@ -136,7 +136,10 @@ def contact_sheet(res: StylizeResult, max_views: int = 6, max_frames: int = 3, c
     def tile(src, c, f):
         img = src[c, f].astype(np.float32)
         if alpha is not None:  # over mid grey, so dark styles stay visible
-            a = alpha[c, f].astype(np.float32) / 255.0
+            # The original's silhouette differs from the stylized one (offsets); its
+            # background is exact black, which is what marks it.
+            a = (alpha[c, f].astype(np.float32) / 255.0 if src is col
+                 else (src[c, f].max(-1, keepdims=True) > 0).astype(np.float32))
             img = img * a + 128.0 * (1 - a)
         return np.asarray(Image.fromarray(img.round().astype(np.uint8)).resize((cell, cell), Image.BILINEAR))
 

@@ -19,7 +19,7 @@ from shared.avatar import AvatarData, content_hash, srgb_to_linear
 
 from .losses import mesh_edges
 from .net import NetConfig, StyleNet, apply_albedo, identity_input
-from .uvmaps import VertexSampler, avatar_uv_maps
+from .uvmaps import VertexSampler, avatar_uv_maps, dilate_maps
 
 
 @dataclass
@@ -49,6 +49,7 @@ class AvatarContext:
         self.center = maps["center"].to(device)
         self.identity = identity_input(maps).to(device)  # [S,10,R,R]
         self.mask = maps["mask"].to(device)  # [S,R,R,1]
+        self.mask_nchw = self.mask.permute(0, 3, 1, 2).contiguous()
         self.base_albedo = maps["albedo"].to(device)  # [S,R,R,3] linear
         self.vertices = torch.tensor(av.vertices).to(device)
         self.faces = torch.tensor(av.faces, dtype=torch.int64).to(device)
@@ -78,6 +79,7 @@ class AvatarContext:
 
     def decode(self, net: StyleNet, feats=None) -> Decoded:
         delta, off = net(self.identity, feats)
+        delta = dilate_maps(delta, self.mask_nchw)  # seams: no untrained off-chart texels
         albedo = apply_albedo(self.base_albedo, delta)
         v = self.sampler(off)  # [V,3(K+1)]
         V = v.shape[0]

@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 PRESETS = {
     # UV working resolution, network width/levels, steps, views per step, render size, fitting steps
     "draft": dict(resolution=128, width=32, levels=3, steps=30, views_per_step=2, render_size=128, fit_steps=300,
-                  meta_iterations=150, inner_steps=5),
+                  meta_iterations=200, inner_steps=10),
     "quality": dict(resolution=512, width=48, levels=4, steps=40, views_per_step=8, render_size=224,
-                    fit_steps=600, meta_iterations=400, inner_steps=5),
+                    fit_steps=600, meta_iterations=300, inner_steps=10),
 }
 
 

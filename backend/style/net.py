@@ -40,6 +40,7 @@ class NetConfig:
     num_blendshapes: int = 0   # K
     max_offset_frac: float = 0.03  # neutral offset bound, fraction of head size (bbox diagonal)
     bs_offset_frac: float = 0.5    # blendshape offset bound, fraction of the blendshape's own delta
+    padding: str = "replicate"     # conv padding; zeros would make UV-square borders (often seams) special
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,20 +51,24 @@ class StyleNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         W, L = cfg.width, cfg.levels
+        pm = cfg.padding
+
+        def conv(cin, cout, stride=1):
+            return nn.Conv2d(cin, cout, 3, stride, 1, padding_mode=pm)
+
         if cfg.resolution % (2 ** (L - 1)):
             raise ValueError(f"UV resolution {cfg.resolution} must divide by {2 ** (L - 1)}")
         self.enc = nn.ModuleList()
         for l in range(L):
             cin = IN_CHANNELS if l == 0 else W
             stride = 1 if l == 0 else 2
-            self.enc.append(nn.Sequential(nn.Conv2d(cin, W, 3, stride, 1), nn.SiLU(),
-                                          nn.Conv2d(W, W, 3, 1, 1), nn.SiLU()))
-        self.mappers = nn.ModuleList([nn.Conv2d(W, W, 3, 1, 1) for _ in range(L)])
+            self.enc.append(nn.Sequential(conv(cin, W, stride), nn.SiLU(), conv(W, W), nn.SiLU()))
+        self.mappers = nn.ModuleList([conv(W, W) for _ in range(L)])
         low = cfg.resolution // 2 ** (L - 1)
         self.const = nn.Parameter(torch.randn(1, W, low, low) * 0.1)
-        self.dec = nn.ModuleList([nn.Conv2d(W, W, 3, 1, 1) for _ in range(L)])
-        self.head_albedo = nn.Conv2d(W, 3, 3, 1, 1)
-        self.head_offset = nn.Conv2d(W, 3 * (cfg.num_blendshapes + 1), 3, 1, 1)
+        self.dec = nn.ModuleList([conv(W, W) for _ in range(L)])
+        self.head_albedo = conv(W, 3)
+        self.head_offset = conv(W, 3 * (cfg.num_blendshapes + 1))
 
     def mapper_parameters(self):
         """The adapted subset: the bias mappers' weights and biases."""

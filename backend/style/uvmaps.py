@@ -76,6 +76,23 @@ def dilate(img: torch.Tensor, mask: torch.Tensor, iters: int = 4) -> torch.Tenso
     return x[0].permute(1, 2, 0)
 
 
+def dilate_maps(x: torch.Tensor, mask: torch.Tensor, iters: int = 4) -> torch.Tensor:
+    """Batched, differentiable :func:`dilate`: ``x`` ``[S,C,R,R]``, ``mask``
+    ``[S,1,R,R]`` (1 = texel on the surface). Texels off the charts take the mean
+    of covered neighbours, ring by ring, so bilinear lookups and upsampling at
+    UV seams only see values the network was trained to produce there."""
+    C = x.shape[1]
+    m = mask.to(x.dtype)
+    k = torch.ones(C, 1, 3, 3, dtype=x.dtype, device=x.device)
+    k1 = torch.ones(1, 1, 3, 3, dtype=x.dtype, device=x.device)
+    for _ in range(iters):
+        s = F.conv2d(x * m, k, padding=1, groups=C)
+        c = F.conv2d(m, k1, padding=1)
+        x = torch.where(m > 0, x, s / c.clamp_min(1))
+        m = (c > 0).to(x.dtype).maximum(m)
+    return x
+
+
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals ``[V,3]``."""
     v = vertices.astype(np.float64)
