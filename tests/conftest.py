@@ -28,6 +28,24 @@ from shared.client import Client  # noqa: E402
 from shared.errors import ServerUnavailable  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Run torch single-threaded where a test module loaded it.
+
+    The tests' tensors are small: on the 2-core CI box torch's thread pool spends
+    more time waiting than working (10-20x slower measured). torch is looked up,
+    not imported, because the Blender phase of the suite must never load it.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class ServerProcess:
     """A running ``metamorph serve`` subprocess. ``endpoint`` is where it listens."""
 

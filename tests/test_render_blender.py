@@ -21,15 +21,6 @@ from shared.avatar import linear_to_srgb
 from shared.camera import Camera, project_points, projection
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These renders are small: on a busy 2-core box torch's thread pool spends more
-    time waiting than working (about 10x here), so run them single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 pytestmark = pytest.mark.blender
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,13 +12,6 @@ from backend.render.procedural import look_at
 from shared.camera import Camera
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @st.composite
 def scenes(draw):

@@ -12,15 +12,6 @@ from backend.render.procedural import checker_texture, look_at, radial_bumps, uv
 from shared.camera import Camera
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These renders are small: on a busy 2-core box torch's thread pool spends more
-    time waiting than working (about 10x here), so run them single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def sphere_tensors(segments=24, rings=12, bumps=0.1, dtype=torch.float64):
     v, f, uv, uf = uv_sphere(segments, rings, bumps=bumps)

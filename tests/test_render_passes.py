@@ -10,15 +10,6 @@ from backend.render.procedural import checker_texture, look_at, uv_sphere
 from shared.camera import Camera
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These renders are small: on a busy 2-core box torch's thread pool spends more
-    time waiting than working (about 10x here), so run them single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def quad(z=0.0, size=1.0):
     """A square in the XY plane facing +Z, with UVs covering [0,1]^2."""

@@ -14,14 +14,6 @@ from backend.style.testing import tiny_avatar
 from backend.style.uvmaps import VertexSampler, avatar_uv_maps, rasterize_uv
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Small tensors: one thread is much faster than several fighting over a shared 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 
 @pytest.fixture(scope="module")

@@ -304,17 +304,13 @@ def _tex_fwd(tex, uv, repeat, out, start, stop):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _tex_bwd(tex, uv, repeat, grad, gtex, guv, need_tex, start, stop):  # pragma: no cover - compiled
-    """Pixels start..stop-1: gradients into gtex [H,W,C] (one buffer per thread) and guv [N,2]."""
+def _tex_bwd_uv(tex, uv, repeat, grad, guv, start, stop):  # pragma: no cover - compiled
+    """Pixels start..stop-1: gradients of the lookup with respect to uv, into guv [N,2]."""
     h, w, c = tex.shape
     for p in range(start, stop):
         ix0, ix1, iy0, iy1, fx, fy = _taps(uv[p, 0], uv[p, 1], h, w, repeat)
         gfx = np.float32(0.0)
         gfy = np.float32(0.0)
-        w00 = (1 - fx) * (1 - fy)
-        w01 = fx * (1 - fy)
-        w10 = (1 - fx) * fy
-        w11 = fx * fy
         for ch in range(c):
             g = grad[p, ch]
             t00 = tex[iy0, ix0, ch]
@@ -323,13 +319,49 @@ def _tex_bwd(tex, uv, repeat, grad, gtex, guv, need_tex, start, stop):  # pragma
             t11 = tex[iy1, ix1, ch]
             gfx += g * ((t01 - t00) * (1 - fy) + (t11 - t10) * fy)
             gfy += g * ((t10 - t00) * (1 - fx) + (t11 - t01) * fx)
-            if need_tex:
-                gtex[iy0, ix0, ch] += g * w00
-                gtex[iy0, ix1, ch] += g * w01
-                gtex[iy1, ix0, ch] += g * w10
-                gtex[iy1, ix1, ch] += g * w11
         guv[p, 0] = gfx * w
         guv[p, 1] = -gfy * h
+
+
+@njit(cache=True, nogil=True)
+def _tex_bwd_scatter(uv, repeat, grad, gtex, row0, row1):  # pragma: no cover - compiled
+    """Texture gradient rows row0..row1-1 of gtex [H,W,C] (zeroed here first): every
+    pixel's bilinear weights times grad [N,C] (uv [2,N] channel-first), added in pixel
+    order. Threads own disjoint row bands, so there are no atomics and no per-thread
+    texture-sized buffers, and each texel sums its contributions in the same order
+    whatever the thread count (bit-identical results)."""
+    h, w, c = gtex.shape
+    for r in range(row0, row1):
+        for x in range(w):
+            for ch in range(c):
+                gtex[r, x, ch] = 0.0
+    n = uv.shape[1]
+    for p in range(n):
+        ix0, ix1, iy0, iy1, fx, fy = _taps(uv[0, p], uv[1, p], h, w, repeat)
+        in0 = iy0 >= row0 and iy0 < row1
+        in1 = iy1 >= row0 and iy1 < row1
+        if not (in0 or in1):
+            continue
+        w00 = (1 - fx) * (1 - fy)
+        w01 = fx * (1 - fy)
+        w10 = (1 - fx) * fy
+        w11 = fx * fy
+        for ch in range(c):
+            g = grad[p, ch]
+            if in0:
+                gtex[iy0, ix0, ch] += g * w00
+                gtex[iy0, ix1, ch] += g * w01
+            if in1:
+                gtex[iy1, ix0, ch] += g * w10
+                gtex[iy1, ix1, ch] += g * w11
+
+
+def _texture_grad(shape, uv_t: np.ndarray, repeat: bool, grad: np.ndarray) -> np.ndarray:
+    """Dense texture gradient [H,W,C] of bilinear lookups at uv_t [2,N] given grad [N,C];
+    texture rows are split into bands over the threads."""
+    gtex = np.empty(shape, np.float32)
+    _run(lambda a=a, b=b: _tex_bwd_scatter(uv_t, repeat, grad, gtex, a, b) for a, b in _chunks(shape[0], _threads()))
+    return gtex
 
 
 class _Texture(torch.autograd.Function):
@@ -348,21 +380,17 @@ class _Texture(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         t, u = ctx.saved_tensors
-        need_tex = ctx.needs_input_grad[0]
-        guv = np.zeros(u.shape, np.float32)
         tn, un = t.numpy(), u.numpy()
-        gn = grad.detach().contiguous().numpy().astype(np.float32, copy=False)
-        chunks = _chunks(u.shape[0], _threads())
-        # One texture-gradient buffer per thread, summed in a fixed order (deterministic
-        # for a given thread count).
-        shape = t.shape if need_tex else (1, 1, 1)
-        bufs = [np.zeros(shape, np.float32) for _ in range(max(1, len(chunks)))]
-        _run(lambda i=i, a=a, b=b: _tex_bwd(tn, un, ctx.repeat, gn, bufs[i], guv, need_tex, a, b)
-             for i, (a, b) in enumerate(chunks))
-        gtex = bufs[0]
-        for extra in bufs[1:]:
-            gtex += extra
-        return (torch.from_numpy(gtex) if need_tex else None), torch.from_numpy(guv), None
+        gn = np.ascontiguousarray(grad.detach().numpy(), dtype=np.float32)
+        gtex = guv = None
+        if ctx.needs_input_grad[0]:
+            gtex = torch.from_numpy(_texture_grad(t.shape, np.ascontiguousarray(un.T), ctx.repeat, gn))
+        if ctx.needs_input_grad[1]:
+            guv_np = np.empty(u.shape, np.float32)
+            _run(lambda a=a, b=b: _tex_bwd_uv(tn, un, ctx.repeat, gn, guv_np, a, b)
+                 for a, b in _chunks(u.shape[0], _threads()))
+            guv = torch.from_numpy(guv_np)
+        return gtex, guv, None
 
 
 def sample_texture_cpu(texture: torch.Tensor, uv: torch.Tensor, wrap: str = "repeat") -> torch.Tensor:
@@ -474,3 +502,172 @@ def vertex_normals_cpu(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Ten
     """Fused area-weighted unit vertex normals: vertices [B,V,3] float32, faces [F,3]
     int64 -> [B,V,3], same as :func:`.shade.vertex_normals`; differentiable."""
     return _Normals.apply(vertices, faces.contiguous())
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _shade_normal(normal, front, two_sided, p):  # pragma: no cover - compiled
+    """Unit normal at pixel p, turned to the viewer for back faces when two-sided
+    (as :func:`.shade.unit_rows` then the sign flip); also returns the raw vector,
+    its squared length and length for the backward pass."""
+    x = normal[0, p]
+    y = normal[1, p]
+    z = normal[2, p]
+    s = x * x + y * y + z * z
+    ln = np.sqrt(max(s, np.float32(1e-24)))
+    sign = np.float32(-1.0) if (two_sided and front[p] == 0) else np.float32(1.0)
+    return x / ln * sign, y / ln * sign, z / ln * sign, x, y, z, s, ln, sign
+
+
+@njit(cache=True, nogil=True)
+def _shade_fwd(normal, front, two_sided, dirs, cols, amb, tex, uv, repeat, albedo_const, use_tex,
+               pixel, out, albedo_out, start, stop):  # pragma: no cover - compiled
+    """Deferred Lambert shading of pixels start..stop-1, written into the image.
+
+    normal [3,N] f32 raw (unnormalised) normals in the lights' space; front [N] u8;
+    dirs [L,3] unit directions towards the lights; cols [L,3]; amb [3]; tex [H,W,C]
+    (row 0 = top) sampled bilinearly at uv [2,N] when use_tex, else albedo_const [C];
+    pixel [N] i64 rows of out [M,C] to write; albedo_out [N,C] keeps the albedo for
+    the backward pass. Same maths as :func:`.shade.lambert` of
+    :func:`.shade.unit_rows` normals and :func:`_tex_fwd` albedo."""
+    n_lights = dirs.shape[0]
+    h, w, c = tex.shape
+    for p in range(start, stop):
+        nx, ny, nz, _, _, _, _, _, _ = _shade_normal(normal, front, two_sided, p)
+        row = pixel[p]
+        if use_tex:
+            ix0, ix1, iy0, iy1, fx, fy = _taps(uv[0, p], uv[1, p], h, w, repeat)
+            w00 = (1 - fx) * (1 - fy)
+            w01 = fx * (1 - fy)
+            w10 = (1 - fx) * fy
+            w11 = fx * fy
+        for ch in range(c):
+            if use_tex:
+                a = np.float32(w00 * tex[iy0, ix0, ch] + w01 * tex[iy0, ix1, ch]
+                               + w10 * tex[iy1, ix0, ch] + w11 * tex[iy1, ix1, ch])
+            else:
+                a = albedo_const[ch]
+            albedo_out[p, ch] = a
+            irr = amb[ch]
+            for i in range(n_lights):
+                ndl = nx * dirs[i, 0] + ny * dirs[i, 1] + nz * dirs[i, 2]
+                irr = irr + cols[i, ch] * max(ndl, np.float32(0.0))
+            out[row, ch] = a * irr
+
+
+@njit(cache=True, nogil=True)
+def _shade_bwd(normal, front, two_sided, dirs, cols, amb, tex, uv, repeat, use_tex, pixel, albedo,
+               gimg, gnormal, guv, galbedo, start, stop):  # pragma: no cover - compiled
+    """Backward of :func:`_shade_fwd` for pixels start..stop-1: gimg [M,C] image
+    gradient -> gnormal [3,N] (raw normals), guv [2,N] and galbedo [N,C] (the
+    texture scatter is done separately, by texture row bands)."""
+    n_lights = dirs.shape[0]
+    h, w, c = tex.shape
+    for p in range(start, stop):
+        nx, ny, nz, x, y, z, s, ln, sign = _shade_normal(normal, front, two_sided, p)
+        row = pixel[p]
+        gnx = np.float32(0.0)
+        gny = np.float32(0.0)
+        gnz = np.float32(0.0)
+        for ch in range(c):
+            g = gimg[row, ch]
+            irr = amb[ch]
+            for i in range(n_lights):
+                ndl = nx * dirs[i, 0] + ny * dirs[i, 1] + nz * dirs[i, 2]
+                irr = irr + cols[i, ch] * max(ndl, np.float32(0.0))
+            galbedo[p, ch] = g * irr
+            girr = g * albedo[p, ch]
+            for i in range(n_lights):
+                ndl = nx * dirs[i, 0] + ny * dirs[i, 1] + nz * dirs[i, 2]
+                if ndl >= 0.0:  # torch's clamp_min passes the gradient at the kink
+                    gl = girr * cols[i, ch]
+                    gnx += gl * dirs[i, 0]
+                    gny += gl * dirs[i, 1]
+                    gnz += gl * dirs[i, 2]
+        # n = sign * x / ln,  ln = sqrt(max(s, 1e-24)),  s = |x|^2
+        gnx *= sign
+        gny *= sign
+        gnz *= sign
+        inv = np.float32(1.0) / ln
+        gs = np.float32(0.0)
+        if s >= np.float32(1e-24):  # clamp_min passes the gradient at the bound
+            gs = -(gnx * x + gny * y + gnz * z) * inv * inv * np.float32(0.5) * inv
+        gnormal[0, p] = gnx * inv + np.float32(2.0) * x * gs
+        gnormal[1, p] = gny * inv + np.float32(2.0) * y * gs
+        gnormal[2, p] = gnz * inv + np.float32(2.0) * z * gs
+        if use_tex:
+            ix0, ix1, iy0, iy1, fx, fy = _taps(uv[0, p], uv[1, p], h, w, repeat)
+            gfx = np.float32(0.0)
+            gfy = np.float32(0.0)
+            for ch in range(c):
+                ga = galbedo[p, ch]
+                t00 = tex[iy0, ix0, ch]
+                t01 = tex[iy0, ix1, ch]
+                t10 = tex[iy1, ix0, ch]
+                t11 = tex[iy1, ix1, ch]
+                gfx += ga * ((t01 - t00) * (1 - fy) + (t11 - t10) * fy)
+                gfy += ga * ((t10 - t00) * (1 - fx) + (t11 - t01) * fx)
+            guv[0, p] = gfx * w
+            guv[1, p] = -gfy * h
+
+
+class _Shade(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, normal, uv, tex, background, pixel, front, two_sided, dirs, cols, amb, albedo_const, repeat):
+        n_raw = normal.detach().contiguous()
+        use_tex = tex is not None
+        t = tex.detach().contiguous() if use_tex else torch.zeros(1, 1, albedo_const.shape[0])
+        u = uv.detach().contiguous() if use_tex else torch.zeros(2, 1)
+        out = background.detach().clone(memory_format=torch.contiguous_format)
+        n = pixel.shape[0]
+        albedo = np.empty((n, t.shape[2]), np.float32)
+        args = (n_raw.numpy(), front.numpy(), two_sided, dirs.numpy(), cols.numpy(), amb.numpy(), t.numpy(),
+                u.numpy(), repeat, albedo_const.numpy(), use_tex, pixel.numpy(), out.numpy(), albedo)
+        _run(lambda a=a, b=b: _shade_fwd(*args, a, b) for a, b in _chunks(n, _threads()))
+        ctx.save_for_backward(n_raw, u, t, pixel, front, dirs, cols, amb, torch.from_numpy(albedo))
+        ctx.flags = (two_sided, repeat, use_tex)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gimg):
+        n_raw, u, t, pixel, front, dirs, cols, amb, albedo = ctx.saved_tensors
+        two_sided, repeat, use_tex = ctx.flags
+        n = pixel.shape[0]
+        g = np.ascontiguousarray(gimg.detach().numpy(), dtype=np.float32)
+        gnormal = np.empty((3, n), np.float32)
+        guv = np.zeros((2, n) if use_tex else (2, 1), np.float32)
+        galbedo = np.empty((n, t.shape[2]), np.float32)
+        args = (n_raw.numpy(), front.numpy(), two_sided, dirs.numpy(), cols.numpy(), amb.numpy(), t.numpy(),
+                u.numpy(), repeat, use_tex, pixel.numpy(), albedo.numpy(), g, gnormal, guv, galbedo)
+        _run(lambda a=a, b=b: _shade_bwd(*args, a, b) for a, b in _chunks(n, _threads()))
+        need = ctx.needs_input_grad
+        gtex = gbg = None
+        if use_tex and need[2]:
+            gtex = torch.from_numpy(_texture_grad(t.shape, u.numpy(), repeat, galbedo))
+        if need[3]:
+            gbg = gimg.detach().index_fill(0, pixel, 0.0)
+        return (torch.from_numpy(gnormal) if need[0] else None, torch.from_numpy(guv) if use_tex and need[1] else None,
+                gtex, gbg) + (None,) * 8
+
+
+def shade_cpu(normal: torch.Tensor, front: torch.Tensor, lights, background: torch.Tensor, pixel: torch.Tensor,
+              *, texture: torch.Tensor | None = None, uv: torch.Tensor | None = None, wrap: str = "repeat",
+              albedo: float = 0.8, two_sided: bool = True) -> torch.Tensor:
+    """Fused deferred shading, the same maths as the torch path
+    ``emit(lambert(sample_texture(texture, uv), sign * unit_rows(normal), lights), background)``.
+
+    normal [3,N] float32 raw (unnormalised) normals in ``lights.space``; front [N]
+    bool (back faces are turned to the viewer when ``two_sided``); background
+    [M,C] image rows (M = B*H*W); pixel [N] int64 covered rows; texture [H,W,C]
+    sampled at uv [2,N] (``wrap`` "repeat" or "clamp"), or None for a constant
+    albedo. Returns [M,C]: the background with the shaded pixels written in.
+    Differentiable in normal, uv, texture and background.
+    """
+    d = torch.as_tensor(lights.directions, dtype=torch.float32).reshape(-1, 3)
+    d = (d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)).contiguous()
+    col = torch.as_tensor(lights.colors, dtype=torch.float32).reshape(-1, 3).contiguous()
+    amb = torch.as_tensor(lights.ambient, dtype=torch.float32).reshape(3).contiguous()
+    c = background.shape[1]
+    const = torch.full((c,), float(albedo), dtype=torch.float32)
+    return _Shade.apply(normal, uv, texture, background, pixel.contiguous(), front.to(torch.uint8).contiguous(),
+                        bool(two_sided), d, col, amb, const, wrap == "repeat")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .camera import camera_batch, project, rotate, to_camera_space
-from .fused import interp_cpu, sample_texture_cpu, vertex_normals_cpu
+from .fused import interp_cpu, sample_texture_cpu, shade_cpu, vertex_normals_cpu
 from .interpolate import fragments, interpolate
 from .raster import rasterize
 from .shade import DEFAULT_LIGHTS, Lights, lambert, sample_texture, unit_rows, vertex_normals
@@ -180,7 +180,13 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
         if not smooth_normals:
             attr["pos_world"] = [a[extra["pos_world"] - 3:extra["pos_world"]] for a in frag.corner_attrs]
 
-    n_world = n_cam = None
+    # Fused CPU shading writes the shaded pixels straight into the image from the raw
+    # (unnormalised) normals and the UVs; it needs one texture for all faces.
+    fused_color = use_fused and "color" in passes and (face_material is None or len(textures) == 1)
+    fused_grey = use_fused and "grey" in passes
+    torch_shading = ("color" in passes and not fused_color) or ("grey" in passes and not fused_grey)
+
+    n_world = n_cam = n_light_raw = sign = None
     if need_nworld or need_ncam:
         if smooth_normals:
             n_world = attr.get("n_world")
@@ -196,16 +202,21 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
             if need_ncam:
                 r = rot.index_select(0, view)  # [N,3,3]
                 n_cam = torch.einsum("ncj,jn->cn", r, n_world)
-        sign = None
+        n_light_raw = n_cam if lights.space == "camera" else n_world
         if two_sided:
             # Back faces seen through open meshes are shaded like front faces.
             sign = torch.where(front, 1.0, -1.0).to(dtype)
-        if n_world is not None:
+        # Unit normals, only where something other than the fused shading reads them.
+        if n_world is not None and ("normal_world" in passes or (torch_shading and lights.space == "world")):
             n_world = unit_rows(n_world)
             n_world = n_world * sign if sign is not None else n_world
-        if n_cam is not None:
+        else:
+            n_world = None
+        if n_cam is not None and ("normal_camera" in passes or (torch_shading and lights.space == "camera")):
             n_cam = unit_rows(n_cam)
             n_cam = n_cam * sign if sign is not None else n_cam
+        else:
+            n_cam = None
 
     uv = albedo = None
     if need_uv and use_fused:
@@ -215,7 +226,7 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
         uvc = uv_faces.to(device=device, dtype=torch.int64).index_select(0, tri)  # [N,3]
         corners_uv = uvs_.index_select(0, uvc.reshape(-1)).reshape(-1, 3, 2)
         uv = (corners_uv * bary.T[:, :, None]).sum(1).T  # [2,N]
-    if need_albedo:
+    if "albedo" in passes or ("color" in passes and not fused_color):
         def lookup(tex, sel=None):
             tex = tex.to(device=device, dtype=dtype)
             uv_sel = uv if sel is None else uv.index_select(1, sel)
@@ -246,7 +257,13 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
         out[name] = base.index_copy(0, pixel, values.T.to(dtype)).reshape(b, h, w, -1)
 
     for name in passes:
-        if name == "color":
+        if name == "color" and fused_color:
+            out[name] = shade_cpu(n_light_raw, front, lights, bg, pixel, texture=textures[0].to(dtype=dtype), uv=uv,
+                                  wrap=texture_wrap, two_sided=two_sided).reshape(b, h, w, -1)
+        elif name == "grey" and fused_grey:
+            out[name] = shade_cpu(n_light_raw, front, lights, bg, pixel, albedo=grey_albedo,
+                                  two_sided=two_sided).reshape(b, h, w, -1)
+        elif name == "color":
             emit(name, lambert(albedo, n_light, lights), bg)
         elif name == "grey":
             grey = torch.full((3, 1), float(grey_albedo), dtype=dtype, device=device)

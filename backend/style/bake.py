@@ -147,7 +147,24 @@ def contact_sheet(res: StylizeResult, max_views: int = 6, max_frames: int = 3, c
     for f in fi:
         for src in (orig, col):
             rows.append(np.concatenate([tile(src, c, f) for c in ci], 1))
-    return np.concatenate(rows, 0)
+    grid = np.concatenate(rows, 0)
+    return np.concatenate([_banner(res, grid.shape[1]), grid], 0)
+
+
+def _banner(res: StylizeResult, width: int, height: int = 28) -> np.ndarray:
+    """A caption strip ``[height,width,3]`` uint8 naming the style and guidance.
+    Sheets made with a test guidance model say so in red, on the image itself,
+    because images travel without their result.json."""
+    from PIL import Image, ImageDraw
+
+    md = res.body.get("metadata", {})
+    test = bool(md.get("guidance_is_test_model"))
+    img = Image.new("RGB", (width, height), (150, 20, 20) if test else (30, 30, 30))
+    text = f"{res.body.get('name', '')}  |  guidance {md.get('guidance', '?')}  |  rows: original / stylized"
+    if test:
+        text = "TEST GUIDANCE MODEL: not a real stylization  |  " + text
+    ImageDraw.Draw(img).text((6, 8), text, fill=(255, 255, 255))
+    return np.asarray(img)
 
 
 def write_outputs(av: AvatarData, res: StylizeResult, out_dir: str | os.PathLike, write_glb: bool = True) -> dict:

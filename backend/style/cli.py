@@ -133,8 +133,7 @@ def cmd_stylize(args) -> int:
                                  allow_download=False if args.no_download else None)
         files = bake.write_outputs(av, res, args.out)
     except MetamorphError as e:
-        print(f"error [{e.code}]: {e.message}", file=sys.stderr)
-        return 2
+        return _fail(e)
     md = res.body["metadata"]
     print(json.dumps({"out": args.out, "contact_sheet": files.get("contact_sheet"), "glb": files.get("glb"),
                       "steps": md["steps"], "seconds": round(md["seconds"], 1), "guidance": md["guidance"],
@@ -158,10 +157,19 @@ def cmd_prepare(args) -> int:
                                   overrides=_overrides(args),
                                   allow_download=False if args.no_download else None)
     except MetamorphError as e:
-        print(f"error [{e.code}]: {e.message}", file=sys.stderr)
-        return 2
+        return _fail(e)
     print(json.dumps(info, indent=2, default=str))
     return 0
+
+
+# Exit status when the guidance model's weights cannot be had, distinct from other
+# errors (2) so scripts can tell "fetch weights or choose another model" apart.
+EXIT_GUIDANCE_UNAVAILABLE = 3
+
+
+def _fail(e) -> int:
+    print(f"error [{e.code}]: {e.message}", file=sys.stderr)
+    return EXIT_GUIDANCE_UNAVAILABLE if e.code == "guidance_unavailable" else 2
 
 
 def _usage(msg):
