@@ -124,7 +124,7 @@ def test_cli_stops_with_clear_error_when_guidance_weights_are_missing(tmp_path, 
     rc = main(["stylize", "--avatar", "sample", "--prompt", "a bronze statue", "--no-download",
                "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert rc == 2 and "guidance_unavailable" in err and "--clip-checkpoint" in err
+    assert rc == 3 and "guidance_unavailable" in err and "--clip-checkpoint" in err
     assert not (tmp_path / "out").exists()  # nothing written from untrained guidance
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .camera import camera_batch, project, rotate, to_camera_space
-from .fused import interp_cpu, sample_texture_cpu, shade_cpu, vertex_normals_cpu
+from .fused import interp_cpu, rotate_cpu, sample_texture_cpu, shade_cpu, vertex_normals_cpu
 from .interpolate import fragments, interpolate
 from .raster import rasterize
 from .shade import DEFAULT_LIGHTS, Lights, lambert, sample_texture, unit_rows, vertex_normals
@@ -126,7 +126,12 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
 
     # Camera space [B,V,3] (x right, y up, looking down -Z), then pixels (u right, v down).
     rot = cams.world_to_camera[:, :3, :3]
-    screen, depth = project(to_camera_space(vertices, cams), cams)  # [B,V,2], [B,V]
+    rot_fn = rotate_cpu if use_fused else rotate
+    if use_fused:  # to_camera_space with the fused rotation (a broadcast sum is slow on the CPU)
+        cam_points = rotate_cpu(vertices, rot) + cams.world_to_camera[:, None, :3, 3]
+    else:
+        cam_points = to_camera_space(vertices, cams)
+    screen, depth = project(cam_points, cams)  # [B,V,2], [B,V]
     su, sv = screen[..., 0], screen[..., 1]
 
     tri_np, _, front_np = rasterize(screen.detach().cpu().numpy(),
@@ -147,7 +152,7 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
                 k += 3
             if need_ncam:
                 extra["n_cam"] = k
-                cols.append(rotate(n_world_v, rot))
+                cols.append(rot_fn(n_world_v, rot))
                 k += 3
         else:
             extra["pos_world"] = k

@@ -116,7 +116,8 @@ def cmd_stylize(args) -> int:
             terms.append(StyleTerm("image", weights[len(args.prompt) + j], image_index=j))
         device = _device(args.device)
         av = load_avatar_arg(args.avatar)
-        cams = turntable(av.vertices, args.views, (0.0,), 360.0) if args.views else default_rig(av.vertices)
+        cams = (turntable(av.vertices, args.views, (0.0,), 360.0, blendshapes=av.blendshapes) if args.views
+                else default_rig(av.vertices, blendshapes=av.blendshapes))
         if args.frames:
             frames = [float(f) for f in args.frames.split(",") if f.strip()]
         elif av.track is not None and len(av.track.frames):

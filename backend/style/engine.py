@@ -156,7 +156,7 @@ def run_prepare(av: AvatarData, guidance_name: str, *, styles=None, style_images
     g = guidance or load_guidance(guidance_name, clip_checkpoint, device=device, allow_download=allow_download)
     ctx = build_context(av, s, device)
     cfg = ctx.net_config(width=s["width"], levels=s["levels"])
-    cams = cameras or default_rig(av.vertices)
+    cams = cameras or default_rig(av.vertices, blendshapes=av.blendshapes)
     track = av.track
     fr = frames if frames is not None else (list(np.asarray(track.frames)[:: max(1, len(track.frames) // 8)])
                                             if track is not None else [0.0])

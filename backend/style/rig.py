@@ -23,17 +23,31 @@ def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     return m
 
 
-def head_bounds(vertices: np.ndarray) -> tuple[np.ndarray, float]:
-    """Centre ``[3]`` and radius (half the bbox diagonal, metres) of the head."""
+def head_bounds(vertices: np.ndarray, blendshapes: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Centre ``[3]`` and radius (metres) of a sphere around the head.
+
+    ``vertices`` [V,3]; ``blendshapes`` [K,V,3] deltas, optional. The vertices the
+    expressions move (over 1 mm) mark the face; the head sphere is centred on
+    their bounding box with 1.5x its half diagonal as radius (room for the
+    skull, hair and ears), so shoulders, torso or a full body don't shrink the
+    face to a few pixels of every view. Without expressions, the whole mesh's
+    bounding sphere is used.
+    """
     lo, hi = vertices.min(0), vertices.max(0)
+    if blendshapes is not None and len(blendshapes):
+        moving = np.linalg.norm(blendshapes, axis=2).max(0) > 1e-3
+        if moving.sum() >= 10:
+            f_lo, f_hi = vertices[moving].min(0), vertices[moving].max(0)
+            r = 0.75 * float(np.linalg.norm(f_hi - f_lo))
+            return (f_lo + f_hi) / 2, min(r, float(np.linalg.norm(hi - lo)) / 2)
     return (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2
 
 
 def turntable(vertices: np.ndarray, n: int = 8, elevations=(0.0,), arc: float = 360.0, lens: float = 50.0,
-              resolution: int = 224, margin: float = 1.15) -> list[Camera]:
+              resolution: int = 224, margin: float = 1.15, blendshapes: np.ndarray | None = None) -> list[Camera]:
     """``n`` views per elevation (degrees) on an ``arc`` (degrees, centred on the
     front, -Y) around the head, framed so the bounding sphere fits with ``margin``."""
-    c, r = head_bounds(vertices)
+    c, r = head_bounds(vertices, blendshapes)
     fov = 2 * np.arctan(36.0 / 2 / lens)
     dist = margin * r / np.sin(fov / 2)
     cams = []
@@ -49,8 +63,9 @@ def turntable(vertices: np.ndarray, n: int = 8, elevations=(0.0,), arc: float = 
     return cams
 
 
-def default_rig(vertices: np.ndarray, resolution: int = 224) -> list[Camera]:
+def default_rig(vertices: np.ndarray, resolution: int = 224,
+                blendshapes: np.ndarray | None = None) -> list[Camera]:
     """The CLI's rig: 8 views around the head at eye level plus 4 from 20 deg
     above over the front half."""
-    return (turntable(vertices, 8, (0.0,), 360.0, resolution=resolution)
-            + turntable(vertices, 4, (20.0,), 180.0, resolution=resolution))
+    return (turntable(vertices, 8, (0.0,), 360.0, resolution=resolution, blendshapes=blendshapes)
+            + turntable(vertices, 4, (20.0,), 180.0, resolution=resolution, blendshapes=blendshapes))
