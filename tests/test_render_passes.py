@@ -125,6 +125,34 @@ def test_fused_cpu_kernels_equal_the_torch_path(options):
         assert b.abs().max() > 0 and torch.allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("options", [{}, {"texture_wrap": "clamp", "two_sided": False},
+                                     {"lights": Lights(space="world"), "smooth_normals": False}])
+def test_fused_shading_with_one_texture_equals_the_torch_path(options):
+    """One texture for all faces takes the fused shading kernel (colour written
+    straight into the image); values and gradients (vertices, texture, background
+    images) equal the plain torch ops."""
+    passes = ("color", "grey", "alpha")
+    results = []
+    for fused in (True, False):
+        v, f, uv, uf, _, cams = _scene(torch.float32)
+        v.requires_grad_(True)
+        tex = torch.tensor(checker_texture(16, 4), requires_grad=True)
+        bg = torch.rand(2, 40, 48, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        out = render(v, f, uv * 1.5 - 0.2, uf, [tex], None, cams, background=bg, passes=passes, fused=fused,
+                     **options)
+        gen = torch.Generator().manual_seed(4)
+        loss = sum((out[p] * torch.rand(out[p].shape, generator=gen)).sum() for p in passes)
+        loss.backward()
+        results.append((out, v.grad, tex.grad, bg.grad))
+    (o1, gv1, gt1, gb1), (o2, gv2, gt2, gb2) = results
+    for p in passes:
+        assert torch.allclose(o1[p], o2[p], atol=2e-5), p
+    assert gv2.abs().max() > 1 and gt2.abs().max() > 0 and gb2.abs().max() > 0
+    assert torch.allclose(gv1, gv2, rtol=1e-4, atol=1e-3 * float(gv2.abs().max()))
+    assert torch.allclose(gt1, gt2, rtol=1e-4, atol=1e-4)
+    assert torch.equal(gb1, gb2)
+
+
 def test_render_settings_object_equals_keywords():
     v, f, uv, uf = quad()
     tex = torch.tensor(checker_texture(8, 2))

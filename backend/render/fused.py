@@ -1,6 +1,7 @@
 """Fused CPU kernels (numba) for the hot spots, with hand-written backward
-passes: barycentric interpolation at the covered pixels, bilinear texture
-lookup, and smooth vertex normals.
+passes: the per-vertex stage (projection, normal rotation), barycentric
+interpolation at the covered pixels, bilinear texture lookup, deferred Lambert
+shading straight into the image, and smooth vertex normals.
 
 They compute exactly what :mod:`.interpolate`, :func:`.shade.sample_texture` and
 :func:`.shade.vertex_normals` compute with torch ops (tests check values and
@@ -8,8 +9,14 @@ gradients against them; first derivatives only), but in
 one pass per pixel without temporaries, which is several times faster on a
 2-core CPU. Used for float32 tensors on the CPU; every other case uses the
 torch code. Work is split over ``torch.get_num_threads()`` Python threads (the
-kernels release the GIL) by whole views or pixel ranges, so no two threads
-write the same memory and results are deterministic for a given thread count.
+kernels release the GIL) by whole views, pixel ranges or texture row bands, so no
+two threads write the same memory and every sum runs in the same order whatever
+the thread count: results are bit-identical for 1 or N threads.
+
+Why it is fast on a 2-core CPU: few torch ops (whose OpenMP workers would spin
+against the kernels' threads), no full-size temporaries, the backward pass never
+re-reads the texture (the forward pass saves the albedo derivatives), and the
+random texture reads are prefetched a few pixels ahead.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from numba import njit
 from torch.autograd.function import once_differentiable
 
 def _make_prefetch():
-    """``prefetch(tex, row, col)``: hint the CPU to fetch the cache line of texel
-    (row, col) of an [H,W,C] array (LLVM's prefetch intrinsic). Texture lookups are
+    """``prefetch(a, i, j)``: hint the CPU to fetch the cache line of a[i, j] (a 2-d
+    array) or a[i, j, 0] (3-d), with LLVM's prefetch intrinsic. Texture lookups are
     random memory reads; issuing them a few pixels ahead overlaps their latency.
     Falls back to a no-op where the intrinsic cannot be built (results never depend on it)."""
     try:
@@ -35,18 +42,18 @@ def _make_prefetch():
 
         @intrinsic
         def prefetch(typingctx, arr, row, col):
-            if not isinstance(arr, types.Array) or arr.ndim != 3:
+            if not isinstance(arr, types.Array) or arr.ndim not in (2, 3):
                 return None
 
             def codegen(context, builder, signature, args):
                 aryty = signature.args[0]
                 ary = context.make_array(aryty)(context, builder, args[0])
                 idx = [context.cast(builder, args[k], signature.args[k], types.intp) for k in (1, 2)]
-                ptr = cgutils.get_item_pointer(context, builder, aryty, ary,
-                                               idx + [context.get_constant(types.intp, 0)], wraparound=False)
+                idx += [context.get_constant(types.intp, 0)] * (aryty.ndim - 2)
+                ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
                 i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                                    "llvm.prefetch.p0")
+                fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+                fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
                 builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])  # read, keep, data
                 return context.get_dummy_value()
 
@@ -70,6 +77,7 @@ _prefetch = _make_prefetch()
 _PREFETCH_AHEAD = 8  # pixels; measured 4..32 equally good
 
 _POOL: ThreadPoolExecutor | None = None
+_CPUS = os.cpu_count() or 1  # a system call: read once
 _POOL_PID = -1  # a forked child must not reuse its parent's (thread-less) pool
 
 
@@ -78,7 +86,7 @@ def _threads() -> int:
     setting; capped at the CPU count and 8."""
     env = os.environ.get("METAMORPH_RENDER_THREADS", "").strip()
     n = int(env) if env.isdigit() else torch.get_num_threads()
-    return max(1, min(n, os.cpu_count() or 1, 8))
+    return max(1, min(n, _CPUS, 8))
 
 
 def _run(jobs) -> None:
@@ -99,8 +107,8 @@ def _run(jobs) -> None:
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
     """Split range(n) into at most ``parts`` contiguous (start, stop) pieces."""
     parts = max(1, min(parts, n))
-    edges = np.linspace(0, n, parts + 1).astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    edges = [n * i // parts for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 def _view_chunks(pixel: np.ndarray, views: int, hw: int, parts: int) -> list[tuple[int, int]]:
@@ -113,30 +121,61 @@ def _view_chunks(pixel: np.ndarray, views: int, hw: int, parts: int) -> list[tup
     return out
 
 
-@njit(cache=True, nogil=True)
-def _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw):  # pragma: no cover - compiled
+@njit(cache=True, nogil=True, inline="always")
+def _fdiv(a, b, inv_b):  # pragma: no cover - compiled
+    """a // b for 0 <= a < 2**50 and b > 0 (inv_b = 1.0 / b), exactly, with a float
+    multiply and a correction instead of a slow integer division."""
+    q = np.int64(np.float64(a) * inv_b)
+    if q * b > a:
+        q -= 1
+    elif (q + 1) * b <= a:
+        q += 1
+    return q
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw, inv_hw):  # pragma: no cover - compiled
     pix = pixel[p]
     t = tri_flat[pix]
-    view = pix // hw
+    view = _fdiv(pix, hw, inv_hw)
     base = view * v_count
     return (view, base + faces[t, 0], base + faces[t, 1], base + faces[t, 2],
             uv_faces[t, 0], uv_faces[t, 1], uv_faces[t, 2])
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _prefetch_corners(q, pixel, tri_flat, faces, v_count, hw, inv_hw, rows):  # pragma: no cover - compiled
+    """Prefetch the rows of ``rows`` [M,K] for the corners of pixel q."""
+    pix = pixel[q]
+    t = tri_flat[pix]
+    base = _fdiv(pix, hw, inv_hw) * v_count
+    _prefetch(rows, base + faces[t, 0], 0)
+    _prefetch(rows, base + faces[t, 1], 0)
+    _prefetch(rows, base + faces[t, 2], 0)
+
+
 @njit(cache=True, nogil=True)
 def _interp_fwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, width, ortho,
-                out, start, stop):  # pragma: no cover - compiled
+                out_depth, out_bary, out_uv, out_attr, start, stop):  # pragma: no cover - compiled
     """vattr [M,K] f32 rows (u, v, depth, attrs...) for M = B*V; faces/uv_faces [F,3] i64;
     uvs [T,2] f32; pixel [N] i64 flat covered pixels; tri_flat [B*H*W] i32; ortho [B] u8.
-    out [K+3, N] channel-first: depth, bary x3, texture u, v, interpolated attrs.
+    Channel-first outputs: out_depth [N], out_bary [3,N], out_uv [2,N] (texture u, v),
+    out_attr [K-3,N] (interpolated attributes).
     Only pixels start..stop-1 are processed (threads split the range)."""
     k = vattr.shape[1]
     hw = height * width
+    inv_hw = 1.0 / hw
+    inv_w = 1.0 / width
     for p in range(start, stop):
-        view, c0, c1, c2, t0, t1, t2 = _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw)
+        if p + 2 * _PREFETCH_AHEAD < stop:
+            _prefetch(faces, tri_flat[pixel[p + 2 * _PREFETCH_AHEAD]], 0)
+        if p + _PREFETCH_AHEAD < stop:
+            _prefetch_corners(p + _PREFETCH_AHEAD, pixel, tri_flat, faces, v_count, hw, inv_hw, vattr)
+        view, c0, c1, c2, t0, t1, t2 = _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw, inv_hw)
         rem = pixel[p] - view * hw
-        py = np.float32(rem // width) + np.float32(0.5)
-        px = np.float32(rem % width) + np.float32(0.5)
+        r = _fdiv(rem, width, inv_w)
+        py = np.float32(r) + np.float32(0.5)
+        px = np.float32(rem - r * width) + np.float32(0.5)
         x0 = vattr[c0, 0] - px
         y0 = vattr[c0, 1] - py
         x1 = vattr[c1, 0] - px
@@ -162,14 +201,14 @@ def _interp_fwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, w
             w2 = l2 / d2
             z = np.float32(1.0) / (w0 + w1 + w2)
             b0, b1, b2 = w0 * z, w1 * z, w2 * z
-        out[0, p] = z
-        out[1, p] = b0
-        out[2, p] = b1
-        out[3, p] = b2
-        out[4, p] = b0 * uvs[t0, 0] + b1 * uvs[t1, 0] + b2 * uvs[t2, 0]
-        out[5, p] = b0 * uvs[t0, 1] + b1 * uvs[t1, 1] + b2 * uvs[t2, 1]
+        out_depth[p] = z
+        out_bary[0, p] = b0
+        out_bary[1, p] = b1
+        out_bary[2, p] = b2
+        out_uv[0, p] = b0 * uvs[t0, 0] + b1 * uvs[t1, 0] + b2 * uvs[t2, 0]
+        out_uv[1, p] = b0 * uvs[t0, 1] + b1 * uvs[t1, 1] + b2 * uvs[t2, 1]
         for j in range(3, k):
-            out[j + 3, p] = b0 * vattr[c0, j] + b1 * vattr[c1, j] + b2 * vattr[c2, j]
+            out_attr[j - 3, p] = b0 * vattr[c0, j] + b1 * vattr[c1, j] + b2 * vattr[c2, j]
 
 
 @njit(cache=True, nogil=True)
@@ -179,11 +218,19 @@ def _interp_bwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, w
     for pixels start..stop-1 (threads take whole views, whose vattr rows are disjoint)."""
     k = vattr.shape[1]
     hw = height * width
+    inv_hw = 1.0 / hw
+    inv_w = 1.0 / width
     for p in range(start, stop):
-        view, c0, c1, c2, t0, t1, t2 = _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw)
+        if p + 2 * _PREFETCH_AHEAD < stop:
+            _prefetch(faces, tri_flat[pixel[p + 2 * _PREFETCH_AHEAD]], 0)
+        if p + _PREFETCH_AHEAD < stop:
+            _prefetch_corners(p + _PREFETCH_AHEAD, pixel, tri_flat, faces, v_count, hw, inv_hw, vattr)
+            _prefetch_corners(p + _PREFETCH_AHEAD, pixel, tri_flat, faces, v_count, hw, inv_hw, gvattr)
+        view, c0, c1, c2, t0, t1, t2 = _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw, inv_hw)
         rem = pixel[p] - view * hw
-        py = np.float32(rem // width) + np.float32(0.5)
-        px = np.float32(rem % width) + np.float32(0.5)
+        r = _fdiv(rem, width, inv_w)
+        py = np.float32(r) + np.float32(0.5)
+        px = np.float32(rem - r * width) + np.float32(0.5)
         x0 = vattr[c0, 0] - px
         y0 = vattr[c0, 1] - py
         x1 = vattr[c1, 0] - px
@@ -264,15 +311,16 @@ class _Interp(torch.autograd.Function):
     def forward(ctx, vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, width, ortho):
         va = vattr.detach().contiguous()
         n, k = pixel.shape[0], vattr.shape[1]
-        out = np.empty((k + 3, n), np.float32)
+        # Separate outputs (no copies; autograd never zero-fills a block for unused parts).
+        outs = (np.empty(n, np.float32), np.empty((3, n), np.float32), np.empty((2, n), np.float32),
+                np.empty((k - 3, n), np.float32))
         args = (va.numpy(), faces.numpy(), uvs.numpy(), uv_faces.numpy(), pixel.numpy(), tri_flat.numpy(),
-                v_count, height, width, ortho.numpy(), out)
+                v_count, height, width, ortho.numpy(), *outs)
         _run(lambda a=a, b=b: _interp_fwd(*args, a, b) for a, b in _chunks(n, _threads()))
         ctx.save_for_backward(va, faces, uvs, uv_faces, pixel, tri_flat, ortho)
         ctx.dims = (v_count, height, width)
-        t = torch.from_numpy(out)
-        # Separate outputs so autograd never zero-fills the whole block for unused parts.
-        return t[0].clone(), t[1:4].clone(), t[4:6].clone(), t[6:].clone()
+        ctx.set_materialize_grads(False)  # unused outputs: None, not zero-filled tensors
+        return tuple(torch.from_numpy(o) for o in outs)
 
     @staticmethod
     @once_differentiable
@@ -387,6 +435,13 @@ def _tex_bwd_scatter(uv, repeat, grad, gtex, row0, row1):  # pragma: no cover - 
                 gtex[r, x, ch] = 0.0
     n = uv.shape[1]
     for p in range(n):
+        q = p + _PREFETCH_AHEAD
+        if q < n:
+            jx0, _, jy0, jy1, _, _ = _taps(uv[0, q], uv[1, q], h, w, repeat)
+            if jy0 >= row0 and jy0 < row1:
+                _prefetch(gtex, jy0, jx0)
+            if jy1 >= row0 and jy1 < row1:
+                _prefetch(gtex, jy1, jx0)
         ix0, ix1, iy0, iy1, fx, fy = _taps(uv[0, p], uv[1, p], h, w, repeat)
         in0 = iy0 >= row0 and iy0 < row1
         in1 = iy1 >= row0 and iy1 < row1
@@ -674,7 +729,8 @@ class _Shade(torch.autograd.Function):
         use_tex = tex is not None
         t = tex.detach().contiguous() if use_tex else torch.zeros(1, 1, albedo_const.shape[0])
         u = uv.detach().contiguous() if use_tex else torch.zeros(2, 1)
-        out = background.detach().clone(memory_format=torch.contiguous_format)
+        # A numpy copy (any strides, e.g. an expanded colour): no torch worker threads.
+        out = torch.from_numpy(np.array(background.detach().numpy(), dtype=np.float32, order="C"))
         n = pixel.shape[0]
         saved = np.empty((n, 3 * t.shape[2]), np.float32)
         args = (n_raw.numpy(), front.numpy(), two_sided, dirs.numpy(), cols.numpy(), amb.numpy(), t.numpy(),
@@ -690,7 +746,8 @@ class _Shade(torch.autograd.Function):
         n_raw, u, pixel, front, dirs, cols, amb, saved = ctx.saved_tensors
         two_sided, repeat, use_tex, tex_shape = ctx.flags
         n = pixel.shape[0]
-        g = np.ascontiguousarray(gimg.detach().numpy(), dtype=np.float32)
+        # Any strides (e.g. the expanded gradient of a mean): no image-sized copy.
+        g = gimg.detach().to(torch.float32).numpy()
         gnormal = np.empty((3, n), np.float32)
         guv = np.empty((2, n) if use_tex else (2, 1), np.float32)
         galbedo = np.empty((n, tex_shape[2]), np.float32)
@@ -731,57 +788,148 @@ def shade_cpu(normal: torch.Tensor, front: torch.Tensor, lights, background: tor
 
 
 @njit(cache=True, nogil=True)
-def _rotate_fwd(pts, rot, out):  # pragma: no cover - compiled
-    """out[b,v,:] = rot[b] @ pts[b,v,:] for pts [B,V,3] f32, rot [B,3,3] f32."""
+def _vstage_fwd(pts, w2c, fx, fy, cx, cy, ortho, normals, with_world, with_cam, with_pos,
+                out):  # pragma: no cover - compiled
+    """Per-vertex columns for the pixels, for views in the arrays given: pts [B,V,3]
+    world positions; w2c [B,4,4]; fx, fy, cx, cy [B]; ortho [B] u8; normals [B,V,3]
+    unit world normals (when with_world or with_cam). out [B,V,K]: screen u, v
+    (pixels), depth (metres), then world normals, camera normals, world positions
+    (each only when asked). Same maths as camera.to_camera_space, camera.project
+    and camera.rotate."""
+    one = np.float32(1.0)
     for b in range(pts.shape[0]):
         for v in range(pts.shape[1]):
             x = pts[b, v, 0]
             y = pts[b, v, 1]
             z = pts[b, v, 2]
-            for c in range(3):
-                out[b, v, c] = x * rot[b, c, 0] + y * rot[b, c, 1] + z * rot[b, c, 2]
+            c0 = (x * w2c[b, 0, 0] + y * w2c[b, 0, 1] + z * w2c[b, 0, 2]) + w2c[b, 0, 3]
+            c1 = (x * w2c[b, 1, 0] + y * w2c[b, 1, 1] + z * w2c[b, 1, 2]) + w2c[b, 1, 3]
+            c2 = (x * w2c[b, 2, 0] + y * w2c[b, 2, 1] + z * w2c[b, 2, 2]) + w2c[b, 2, 3]
+            depth = -c2
+            if ortho[b]:
+                scale = one
+            else:
+                safe = depth if abs(depth) > np.float32(1e-9) else np.float32(1e-9)
+                scale = one / safe
+            out[b, v, 0] = cx[b] + fx[b] * c0 * scale
+            out[b, v, 1] = cy[b] - fy[b] * c1 * scale
+            out[b, v, 2] = depth
+            k = 3
+            if with_world:
+                for c in range(3):
+                    out[b, v, k + c] = normals[b, v, c]
+                k += 3
+            if with_cam:
+                nx = normals[b, v, 0]
+                ny = normals[b, v, 1]
+                nz = normals[b, v, 2]
+                for c in range(3):
+                    out[b, v, k + c] = nx * w2c[b, c, 0] + ny * w2c[b, c, 1] + nz * w2c[b, c, 2]
+                k += 3
+            if with_pos:
+                out[b, v, k] = x
+                out[b, v, k + 1] = y
+                out[b, v, k + 2] = z
 
 
 @njit(cache=True, nogil=True)
-def _rotate_bwd(gout, rot, gpts):  # pragma: no cover - compiled
-    """gpts[b,v,:] = rot[b].T @ gout[b,v,:]."""
-    for b in range(gout.shape[0]):
-        for v in range(gout.shape[1]):
-            gx = gout[b, v, 0]
-            gy = gout[b, v, 1]
-            gz = gout[b, v, 2]
+def _vstage_bwd(pts, w2c, fx, fy, ortho, with_world, with_cam, with_pos, gout,
+                gpts, gnormals):  # pragma: no cover - compiled
+    """Backward of :func:`_vstage_fwd`: gout [B,V,K] -> gpts [B,V,3], gnormals [B,V,3]."""
+    one = np.float32(1.0)
+    for b in range(pts.shape[0]):
+        for v in range(pts.shape[1]):
+            x = pts[b, v, 0]
+            y = pts[b, v, 1]
+            z = pts[b, v, 2]
+            c0 = (x * w2c[b, 0, 0] + y * w2c[b, 0, 1] + z * w2c[b, 0, 2]) + w2c[b, 0, 3]
+            c1 = (x * w2c[b, 1, 0] + y * w2c[b, 1, 1] + z * w2c[b, 1, 2]) + w2c[b, 1, 3]
+            c2 = (x * w2c[b, 2, 0] + y * w2c[b, 2, 1] + z * w2c[b, 2, 2]) + w2c[b, 2, 3]
+            depth = -c2
+            gu = gout[b, v, 0]
+            gv = gout[b, v, 1]
+            gdepth = gout[b, v, 2]
+            if ortho[b]:
+                scale = one
+                gc0 = gu * fx[b] * scale
+                gc1 = -gv * fy[b] * scale
+            else:
+                big = abs(depth) > np.float32(1e-9)
+                safe = depth if big else np.float32(1e-9)
+                scale = one / safe
+                gc0 = gu * fx[b] * scale
+                gc1 = -gv * fy[b] * scale
+                gscale = gu * fx[b] * c0 - gv * fy[b] * c1
+                if big:
+                    gdepth += -gscale * scale * scale
+            gc2 = -gdepth
             for j in range(3):
-                gpts[b, v, j] = gx * rot[b, 0, j] + gy * rot[b, 1, j] + gz * rot[b, 2, j]
+                gpts[b, v, j] = gc0 * w2c[b, 0, j] + gc1 * w2c[b, 1, j] + gc2 * w2c[b, 2, j]
+            k = 3
+            if with_world:
+                for c in range(3):
+                    gnormals[b, v, c] = gout[b, v, k + c]
+                k += 3
+            elif with_cam:
+                for c in range(3):
+                    gnormals[b, v, c] = 0.0
+            if with_cam:
+                g0 = gout[b, v, k]
+                g1 = gout[b, v, k + 1]
+                g2 = gout[b, v, k + 2]
+                for j in range(3):
+                    gnormals[b, v, j] += g0 * w2c[b, 0, j] + g1 * w2c[b, 1, j] + g2 * w2c[b, 2, j]
+                k += 3
+            if with_pos:
+                for j in range(3):
+                    gpts[b, v, j] += gout[b, v, k + j]
 
 
-class _Rotate(torch.autograd.Function):
+class _VertexStage(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pts, rot):
+    def forward(ctx, pts, normals, w2c, fx, fy, cx, cy, ortho, with_world, with_cam, with_pos):
         p = pts.detach().contiguous()
-        r = rot.detach().contiguous()
-        out = np.empty(p.shape, np.float32)
-        pn, rn = p.numpy(), r.numpy()
-        _run(lambda a=a, b=b: _rotate_fwd(pn[a:b], rn[a:b], out[a:b]) for a, b in _chunks(p.shape[0], _threads()))
-        ctx.save_for_backward(p, r)
+        has_n = with_world or with_cam
+        nrm = normals.detach().contiguous() if has_n else torch.zeros(1, 1, 3)
+        k = 3 + 3 * (int(with_world) + int(with_cam) + int(with_pos))
+        out = np.empty(tuple(p.shape[:2]) + (k,), np.float32)
+        arrs = [t.detach().contiguous().numpy() for t in (w2c, fx, fy, cx, cy)]
+        orth = ortho.to(torch.uint8).contiguous().numpy()
+        pn, nn = p.numpy(), nrm.numpy()
+        _run(lambda a=a, b=b: _vstage_fwd(pn[a:b], *(x[a:b] for x in arrs), orth[a:b], nn[a:b] if has_n else nn,
+                                          with_world, with_cam, with_pos, out[a:b])
+             for a, b in _chunks(p.shape[0], _threads()))
+        ctx.save_for_backward(p, w2c.detach().contiguous(), fx.detach().contiguous(), fy.detach().contiguous(),
+                              ortho.to(torch.uint8).contiguous())
+        ctx.flags = (with_world, with_cam, with_pos)
         return torch.from_numpy(out)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gout):
-        p, r = ctx.saved_tensors
-        g = gout.detach().contiguous()
-        gp = grot = None
-        if ctx.needs_input_grad[0]:
-            gpn = np.empty(p.shape, np.float32)
-            gn, rn = g.numpy(), r.numpy()
-            _run(lambda a=a, b=b: _rotate_bwd(gn[a:b], rn[a:b], gpn[a:b]) for a, b in _chunks(p.shape[0], _threads()))
-            gp = torch.from_numpy(gpn)
-        if ctx.needs_input_grad[1]:
-            grot = torch.einsum("bvc,bvj->bcj", g, p)
-        return gp, grot
+        p, w2c, fx, fy, ortho = ctx.saved_tensors
+        with_world, with_cam, with_pos = ctx.flags
+        has_n = with_world or with_cam
+        g = np.ascontiguousarray(gout.detach().numpy(), dtype=np.float32)
+        gp = np.empty(p.shape, np.float32)
+        gn = np.empty(p.shape if has_n else (1, 1, 3), np.float32)
+        pn, wn, fxn, fyn, on = p.numpy(), w2c.numpy(), fx.numpy(), fy.numpy(), ortho.numpy()
+        _run(lambda a=a, b=b: _vstage_bwd(pn[a:b], wn[a:b], fxn[a:b], fyn[a:b], on[a:b], with_world, with_cam,
+                                          with_pos, g[a:b], gp[a:b], gn[a:b] if has_n else gn)
+             for a, b in _chunks(p.shape[0], _threads()))
+        if any(ctx.needs_input_grad[2:8]):
+            raise RuntimeError("fused vertex stage: gradients with respect to cameras are not supported")
+        return (torch.from_numpy(gp) if ctx.needs_input_grad[0] else None,
+                torch.from_numpy(gn) if has_n and ctx.needs_input_grad[1] else None) + (None,) * 9
 
 
-def rotate_cpu(points: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """Fused :func:`.camera.rotate`: points [B,V,3] float32, rot [B,3,3] float32 ->
-    rot @ p for every point, [B,V,3]; differentiable in both."""
-    return _Rotate.apply(points, rot)
+def vertex_stage_cpu(vertices: torch.Tensor, cams, normals: torch.Tensor | None = None, *,
+                     with_world: bool = False, with_cam: bool = False, with_pos: bool = False) -> torch.Tensor:
+    """Fused per-vertex stage: vertices [B,V,3] float32 world positions, a
+    :class:`.camera.CameraBatch` and (for the normal columns) unit world normals
+    [B,V,3] -> [B,V,K] float32 columns: screen u, v in pixels (u right, v down),
+    depth in metres (as :func:`.camera.project` of :func:`.camera.to_camera_space`),
+    then world normals, camera-space normals, world positions (each only when
+    asked). Differentiable in vertices and normals (not in the cameras)."""
+    return _VertexStage.apply(vertices, normals, cams.world_to_camera, cams.fx, cams.fy, cams.cx, cams.cy,
+                              cams.ortho, bool(with_world), bool(with_cam), bool(with_pos))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .camera import camera_batch, project, rotate, to_camera_space
-from .fused import interp_cpu, rotate_cpu, sample_texture_cpu, shade_cpu, vertex_normals_cpu
+from .fused import interp_cpu, sample_texture_cpu, shade_cpu, vertex_normals_cpu, vertex_stage_cpu
 from .interpolate import fragments, interpolate
 from .raster import rasterize
 from .shade import DEFAULT_LIGHTS, Lights, lambert, sample_texture, unit_rows, vertex_normals
@@ -51,13 +51,15 @@ def _is_default(value, default) -> bool:
     return isinstance(value, (bool, int, float, str, tuple)) and value == default
 
 
-def _background(background, b, h, w, dtype, device) -> torch.Tensor:
-    """-> [B*H*W, 3] contiguous background colours."""
-    if background is None:
+def _background(background, b, h, w, dtype, device, contiguous=True) -> torch.Tensor:
+    """-> [B*H*W, 3] background colours (a contiguous tensor, or for a single colour
+    with ``contiguous=False`` an expanded view: the fused shading copies it itself)."""
+    if background is None and contiguous:
         return torch.zeros(b * h * w, 3, dtype=dtype, device=device)
-    bg = torch.as_tensor(background, dtype=dtype, device=device)
+    bg = torch.as_tensor((0.0, 0.0, 0.0) if background is None else background, dtype=dtype, device=device)
     if tuple(bg.shape) == (3,):
-        return bg.reshape(1, 3).expand(b * h * w, 3).contiguous()
+        bg = bg.reshape(1, 3).expand(b * h * w, 3)
+        return bg.contiguous() if contiguous else bg
     if tuple(bg.shape) == (b, h, w, 3):
         return bg.reshape(b * h * w, 3)
     raise ValueError(f"background must be a colour [3] or images [B,H,W,3] = {[b, h, w, 3]}, got {list(bg.shape)}")
@@ -113,7 +115,8 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
     if lights.space not in ("camera", "world"):
         raise ValueError(f"lights.space must be 'camera' or 'world', got {lights.space!r}")
     use_fused = fused and device.type == "cpu" and dtype == torch.float32
-    faces_t = faces.to(device=device, dtype=torch.int64).T.contiguous()  # [3,F]
+    faces_i64 = faces.to(device=device, dtype=torch.int64)  # [F,3]
+    faces_t = None if use_fused else faces_i64.T.contiguous()  # [3,F], torch path
     cams = camera_batch(cameras, size, device=device, dtype=dtype)
     b, v_count = vertices.shape[0], vertices.shape[1]
     h, w = cams.height, cams.width
@@ -126,39 +129,49 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
 
     # Camera space [B,V,3] (x right, y up, looking down -Z), then pixels (u right, v down).
     rot = cams.world_to_camera[:, :3, :3]
-    rot_fn = rotate_cpu if use_fused else rotate
-    if use_fused:  # to_camera_space with the fused rotation (a broadcast sum is slow on the CPU)
-        cam_points = rotate_cpu(vertices, rot) + cams.world_to_camera[:, None, :3, 3]
-    else:
-        cam_points = to_camera_space(vertices, cams)
-    screen, depth = project(cam_points, cams)  # [B,V,2], [B,V]
-    su, sv = screen[..., 0], screen[..., 1]
-
-    tri_np, _, front_np = rasterize(screen.detach().cpu().numpy(),
-                                    depth.detach().cpu().numpy(), faces_t.T.cpu().numpy(), w, h,
-                                    cams.ortho.cpu().numpy(), cams.near.cpu().numpy(), cams.far.cpu().numpy())
-    tri_id = torch.from_numpy(tri_np).to(device)
-
     # Per-vertex columns carried to the pixels: screen u, v, depth, then normals.
-    cols = [su[..., None], sv[..., None], depth[..., None]]
     extra = {}
     k = 3
     if need_nworld or need_ncam:
         if smooth_normals:
-            n_world_v = (vertex_normals_cpu if use_fused else vertex_normals)(vertices, faces_t.T)  # [B,V,3]
             if need_nworld:
                 extra["n_world"] = k
-                cols.append(n_world_v)
                 k += 3
             if need_ncam:
                 extra["n_cam"] = k
-                cols.append(rot_fn(n_world_v, rot))
                 k += 3
         else:
             extra["pos_world"] = k
-            cols.append(vertices)
             k += 3
-    vattr = torch.cat(cols, dim=-1).reshape(b * v_count, k)  # [B*V,K]
+    if use_fused:
+        # One fused numba stage for projection, normal rotation and the column layout:
+        # few torch ops, so torch's worker threads do not compete with the kernels.
+        n_world_v = None
+        if smooth_normals and (need_nworld or need_ncam):
+            n_world_v = vertex_normals_cpu(vertices, faces_i64)  # [B,V,3]
+        vattr3 = vertex_stage_cpu(vertices, cams, n_world_v, with_world="n_world" in extra,
+                                  with_cam="n_cam" in extra, with_pos="pos_world" in extra)  # [B,V,K]
+        va_np = vattr3.detach().numpy()
+        screen_np, depth_np = va_np[..., :2], va_np[..., 2]
+        vattr = vattr3.reshape(b * v_count, k)  # [B*V,K]
+    else:
+        screen, depth = project(to_camera_space(vertices, cams), cams)  # [B,V,2], [B,V]
+        screen_np, depth_np = screen.detach().cpu().numpy(), depth.detach().cpu().numpy()
+        cols = [screen[..., 0:1], screen[..., 1:2], depth[..., None]]
+        if "n_world" in extra or "n_cam" in extra:
+            n_world_v = vertex_normals(vertices, faces_t.T)  # [B,V,3]
+            if "n_world" in extra:
+                cols.append(n_world_v)
+            if "n_cam" in extra:
+                cols.append(rotate(n_world_v, rot))
+        if "pos_world" in extra:
+            cols.append(vertices)
+        vattr = torch.cat(cols, dim=-1).reshape(b * v_count, k)  # [B*V,K]
+
+    tri_np, _, front_np = rasterize(screen_np, depth_np, faces_i64.cpu().numpy(), w, h,
+                                    cams.ortho.cpu().numpy(), cams.near.cpu().numpy(), cams.far.cpu().numpy())
+    tri_id = torch.from_numpy(tri_np).to(device)
+
     pts = vertices.reshape(-1, 3).T  # [3,B*V], flat-normal path only
 
     flat_tri = tri_id.reshape(-1)
@@ -169,7 +182,7 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
     if use_fused:
         # Fused numba path (CPU float32): same maths as .interpolate, one pass per pixel.
         frag_depth, bary, uv_fused, attrs = interp_cpu(
-            vattr, faces_t.T, uvs.to(device=device, dtype=dtype), uv_faces.to(device=device, dtype=torch.int64),
+            vattr, faces_i64, uvs.to(device=device, dtype=dtype), uv_faces.to(device=device, dtype=torch.int64),
             pixel, tri_id, cams.ortho)
         attr = {name: attrs[i - 3:i] for name, i in extra.items()}
         front = torch.from_numpy(front_np.reshape(-1)[pixel_np])
@@ -177,7 +190,7 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
         if face_material is not None or not smooth_normals:  # these need triangle ids per pixel
             tri = flat_tri.index_select(0, pixel).long()
             view = torch.div(pixel, h * w, rounding_mode="floor")
-            corner = faces_t.T.index_select(0, tri) + (view * v_count)[:, None]
+            corner = faces_i64.index_select(0, tri) + (view * v_count)[:, None]
     else:
         frag = fragments(tri_id, faces_t, vattr.T.contiguous(), cams.ortho)
         tri, view, frag_depth, bary, front = frag.tri, frag.view, frag.depth, frag.bary, frag.front
@@ -208,20 +221,18 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
                 r = rot.index_select(0, view)  # [N,3,3]
                 n_cam = torch.einsum("ncj,jn->cn", r, n_world)
         n_light_raw = n_cam if lights.space == "camera" else n_world
-        if two_sided:
+        # Unit normals, only where something other than the fused shading reads them.
+        unit_world = n_world is not None and ("normal_world" in passes or (torch_shading and lights.space == "world"))
+        unit_cam = n_cam is not None and ("normal_camera" in passes or (torch_shading and lights.space == "camera"))
+        if two_sided and (unit_world or unit_cam):
             # Back faces seen through open meshes are shaded like front faces.
             sign = torch.where(front, 1.0, -1.0).to(dtype)
-        # Unit normals, only where something other than the fused shading reads them.
-        if n_world is not None and ("normal_world" in passes or (torch_shading and lights.space == "world")):
-            n_world = unit_rows(n_world)
-            n_world = n_world * sign if sign is not None else n_world
-        else:
-            n_world = None
-        if n_cam is not None and ("normal_camera" in passes or (torch_shading and lights.space == "camera")):
-            n_cam = unit_rows(n_cam)
-            n_cam = n_cam * sign if sign is not None else n_cam
-        else:
-            n_cam = None
+        n_world = unit_rows(n_world) if unit_world else None
+        if n_world is not None and sign is not None:
+            n_world = n_world * sign
+        n_cam = unit_rows(n_cam) if unit_cam else None
+        if n_cam is not None and sign is not None:
+            n_cam = n_cam * sign
 
     uv = albedo = None
     if need_uv and use_fused:
@@ -251,7 +262,7 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
 
     bg = None
     if any(p in passes for p in ("color", "grey", "albedo")):
-        bg = _background(background, b, h, w, dtype, device)
+        bg = _background(background, b, h, w, dtype, device, contiguous=not use_fused)
     n_light = n_cam if lights.space == "camera" else n_world
     out: dict[str, torch.Tensor] = {}
 
