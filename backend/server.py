@@ -67,6 +67,9 @@ class ServerConfig:
     curve_authorized_dir: str | None = None
     insecure: bool = False
     ready_file: str | None = None         # JSON {endpoint, pid} written once bound (tests)
+    # Guidance weights the operator keeps on this machine: "ViT-B-32" (any tag) or an
+    # exact "name:tag" -> weights file. Clients name models, never paths.
+    clip_checkpoints: dict[str, str] = field(default_factory=dict)
 
 
 class ConfigError(Exception):
@@ -87,6 +90,14 @@ def is_loopback(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # "*", an interface name or a host name: reachable from outside
         return False
+
+
+def check_checkpoints(cfg: ServerConfig) -> None:
+    """Every configured guidance weights file must exist before the server starts."""
+    for name, path in cfg.clip_checkpoints.items():
+        if not Path(path).is_file():
+            raise ConfigError(f"--clip-checkpoint {name}={path}: no such file. Give the path of an "
+                              f"open_clip weights file for the '{name.split(':')[0]}' architecture.")
 
 
 def check_security(cfg: ServerConfig) -> str:
@@ -203,9 +214,12 @@ class Server:
         self.cfg = cfg
         self.limits = cfg.limits
         self.security = check_security(cfg)
+        check_checkpoints(cfg)
         self.handlers = dict(handlers) if handlers is not None else jobs_mod.handlers()
         self.device = resolve_device(cfg.device)
-        self.guidance_models = guidance_models()
+        # Models with operator-configured local weights first: those work offline.
+        self.guidance_models = list(cfg.clip_checkpoints) + [
+            m for m in guidance_models() if m not in cfg.clip_checkpoints]
         self.versions = _versions()
         self.cache_dir = Path(cfg.cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                               / "metamorph").resolve()
@@ -582,7 +596,8 @@ class Server:
         ctx = jobs_mod.JobContext(job_id=job.id, params=job.params, arrays=job.arrays, avatar=job.avatar,
                                   avatar_id=job.avatar_id, report_progress=report_progress,
                                   is_cancelled=job.cancel.is_set, device=self.device,
-                                  workdir=str(self.cache_dir))
+                                  workdir=str(self.cache_dir),
+                                  extra={"clip_checkpoints": dict(self.cfg.clip_checkpoints)})
         log.info("job %s (%s) running", job.id[:8], job.kind)
         try:
             res = job.handler.run(ctx)
@@ -656,6 +671,13 @@ def _parse_limit(text: str) -> tuple[str, int]:
     return key, int(float(value))
 
 
+def _parse_checkpoint(text: str) -> tuple[str, str]:
+    name, _, path = text.partition("=")
+    if not name or not path:
+        raise argparse.ArgumentTypeError("--clip-checkpoint takes NAME=PATH, e.g. ViT-B-32=/models/vit-b-32.bin")
+    return name.strip(), os.path.abspath(os.path.expanduser(path.strip()))
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("serve", help="run the backend server",
                               description="Serve Metamorph jobs over ZeroMQ (ROUTER).")
@@ -682,6 +704,10 @@ def add_parser(subparsers) -> None:
                    help="folder of allowed client public keys (*.key)")
     p.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback bind without CURVE (prints a warning)")
+    p.add_argument("--clip-checkpoint", type=_parse_checkpoint, action="append", default=[],
+                   metavar="NAME=PATH", help="local weights for a guidance model, by architecture "
+                   "(ViT-B-32=FILE, any tag) or exact name:tag; repeatable (for servers without "
+                   "internet access; clients can never name files)")
     p.add_argument("--ready-file", metavar="FILE", help=argparse.SUPPRESS)
     p.set_defaults(func=_serve)
 
@@ -694,7 +720,8 @@ def config_from_args(args) -> ServerConfig:
         max_queue=args.max_queue,
         limits=protocol.Limits().replace(**dict(args.limit)),
         curve_secret_key=args.curve_secret_key, curve_authorized_dir=args.curve_authorized_dir,
-        insecure=args.insecure, ready_file=args.ready_file)
+        insecure=args.insecure, ready_file=args.ready_file,
+        clip_checkpoints=dict(args.clip_checkpoint))
 
 
 def _serve(args) -> int:

@@ -70,3 +70,36 @@ def test_prepare_job_writes_a_meta_checkpoint(client):
     # The next stylize of this avatar with this guidance starts from the meta-learned init.
     m = client.wait(client.submit("stylize", req(av, aid, steps=1)), timeout_s=300)
     assert m.body["result"]["metadata"]["init"] == "meta"
+
+
+def test_server_refuses_to_start_with_a_missing_checkpoint_file(tmp_path):
+    from conftest import start_server
+
+    with pytest.raises(RuntimeError, match="no such file"):
+        start_server("--clip-checkpoint", f"ViT-B-32={tmp_path / 'missing.bin'}", tmp_path=tmp_path)
+
+
+def test_operator_configured_checkpoint_serves_a_guidance_model_offline(tmp_path):
+    """`serve --clip-checkpoint NAME=PATH`: clients name the model, the server
+    loads the operator's file (clients can never name paths)."""
+    import torch
+
+    from conftest import start_server
+    from backend.style.guidance import TEST_MODEL, load_guidance
+
+    weights = tmp_path / "tiny.pt"  # real weights of the tiny CLIP architecture
+    torch.save(load_guidance(TEST_MODEL).model.state_dict(), weights)
+    srv = start_server("--clip-checkpoint", f"metamorph-test-tiny={weights}", tmp_path=tmp_path / "srv",
+                       env={"HF_HUB_OFFLINE": "1"})
+    try:
+        c = srv.client()
+        assert c.hello()["guidance_models"][0] == "metamorph-test-tiny"
+        av = tiny_avatar()
+        params = req(av, c.put_avatar(av), steps=1)
+        params["guidance"] = "metamorph-test-tiny"
+        m = c.wait(c.submit("stylize", params), timeout_s=300)
+        md = m.body["result"]["metadata"]
+        assert md["guidance"] == "metamorph-test-tiny" and md["guidance_is_test_model"] is False
+        c.close()
+    finally:
+        srv.stop()

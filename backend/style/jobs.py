@@ -51,6 +51,14 @@ def _check_guidance(name) -> None:
                             "'test-tiny'; local checkpoints are configured on the server.")
 
 
+def server_checkpoint(ctx: JobContext, guidance: str) -> str | None:
+    """The weights file the server's operator configured for ``guidance``
+    (``metamorph serve --clip-checkpoint NAME=PATH``): an exact ``name:tag`` entry
+    first, then one for its architecture; None when the HF cache should be used."""
+    table = (ctx.extra or {}).get("clip_checkpoints") or {}
+    return table.get(guidance) or table.get(guidance.split(":", 1)[0])
+
+
 def _images(arrays: dict) -> dict:
     out = {}
     for k, a in arrays.items():
@@ -110,6 +118,7 @@ class StylizeJob:
 
         req = StylizeRequest.from_params(ctx.params)
         res = run_stylize(ctx.avatar, req, _images(ctx.arrays), device=ctx.device, cache_dir=_cache(ctx),
+                          clip_checkpoint=server_checkpoint(ctx, req.guidance),
                           progress=ctx.report_progress, is_cancelled=ctx.is_cancelled,
                           overrides=_check_settings(ctx.params))
         body, arrays = res.to_wire()
@@ -139,7 +148,9 @@ class PrepareJob:
 
         p = ctx.params
         imgs = _images(ctx.arrays)
-        info = run_prepare(ctx.avatar, p.get("guidance", "ViT-B-32:laion2b_s34b_b79k"), styles=p.get("styles"),
+        guidance = p.get("guidance", "ViT-B-32:laion2b_s34b_b79k")
+        info = run_prepare(ctx.avatar, guidance, styles=p.get("styles"),
+                           clip_checkpoint=server_checkpoint(ctx, guidance),
                            style_images=[imgs[i] for i in sorted(imgs)], device=ctx.device,
                            cache_dir=_cache(ctx), preset=p.get("preset", "draft"),
                            overrides=_check_settings(p), iterations=p.get("iterations") or None,
