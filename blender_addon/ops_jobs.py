@@ -143,6 +143,11 @@ class _JobOperator:
 
     action = "stylize"
 
+    # Blender collects property annotations from mixins too: both job operators take it.
+    settings: bpy.props.StringProperty(
+        name="Engine settings", default="", options={"HIDDEN", "SKIP_SAVE"},
+        description='Scripts: JSON engine overrides for the backend, e.g. {"resolution": 64}')
+
     @classmethod
     def poll(cls, context):
         why = selection.why_not(context, cls.action, connection.is_connected())
@@ -293,10 +298,6 @@ class MM_OT_prepare(_JobOperator, bpy.types.Operator):
     bl_label = "Prepare"
     action = "prepare"
 
-    settings: bpy.props.StringProperty(
-        name="Engine settings", default="", options={"HIDDEN", "SKIP_SAVE"},
-        description='Scripts: JSON engine overrides for the backend, e.g. {"resolution": 64}')
-
     def make_job(self, context, objects):
         av = extract(context, objects)
         aid = mm_avatar.content_hash(av)
@@ -324,10 +325,6 @@ class MM_OT_stylize(_JobOperator, bpy.types.Operator):
     bl_idname = "metamorph.stylize"
     bl_label = "Stylize"
     action = "stylize"
-
-    settings: bpy.props.StringProperty(
-        name="Engine settings", default="", options={"HIDDEN", "SKIP_SAVE"},
-        description='Scripts: JSON engine overrides for the backend, e.g. {"resolution": 64}')
 
     def make_job(self, context, objects):
         job, self.apply = make_stylize_job(context, objects, _settings_param(self.settings))

@@ -154,6 +154,23 @@ def _prefetch_corners(q, pixel, tri_flat, faces, v_count, hw, inv_hw, rows):  # 
     _prefetch(rows, base + faces[t, 2], 0)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _edges(vattr, rem, width, inv_w, c0, c1, c2):  # pragma: no cover - compiled
+    """Corner offsets from the centre of pixel ``rem`` (index within its view) and
+    the three edge functions, shared by the forward and backward kernels so both
+    see bit-identical barycentrics: (x0, y0, x1, y1, x2, y2, e0, e1, e2)."""
+    r = _fdiv(rem, width, inv_w)
+    py = np.float32(r) + np.float32(0.5)
+    px = np.float32(rem - r * width) + np.float32(0.5)
+    x0 = vattr[c0, 0] - px
+    y0 = vattr[c0, 1] - py
+    x1 = vattr[c1, 0] - px
+    y1 = vattr[c1, 1] - py
+    x2 = vattr[c2, 0] - px
+    y2 = vattr[c2, 1] - py
+    return x0, y0, x1, y1, x2, y2, x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0
+
+
 @njit(cache=True, nogil=True)
 def _interp_fwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, width, ortho,
                 out_depth, out_bary, out_uv, out_attr, start, stop):  # pragma: no cover - compiled
@@ -172,19 +189,7 @@ def _interp_fwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, w
         if p + _PREFETCH_AHEAD < stop:
             _prefetch_corners(p + _PREFETCH_AHEAD, pixel, tri_flat, faces, v_count, hw, inv_hw, vattr)
         view, c0, c1, c2, t0, t1, t2 = _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw, inv_hw)
-        rem = pixel[p] - view * hw
-        r = _fdiv(rem, width, inv_w)
-        py = np.float32(r) + np.float32(0.5)
-        px = np.float32(rem - r * width) + np.float32(0.5)
-        x0 = vattr[c0, 0] - px
-        y0 = vattr[c0, 1] - py
-        x1 = vattr[c1, 0] - px
-        y1 = vattr[c1, 1] - py
-        x2 = vattr[c2, 0] - px
-        y2 = vattr[c2, 1] - py
-        e0 = x1 * y2 - x2 * y1
-        e1 = x2 * y0 - x0 * y2
-        e2 = x0 * y1 - x1 * y0
+        x0, y0, x1, y1, x2, y2, e0, e1, e2 = _edges(vattr, pixel[p] - view * hw, width, inv_w, c0, c1, c2)
         inv_a = np.float32(1.0) / (e0 + e1 + e2)
         l0 = e0 * inv_a
         l1 = e1 * inv_a
@@ -227,19 +232,7 @@ def _interp_bwd(vattr, faces, uvs, uv_faces, pixel, tri_flat, v_count, height, w
             _prefetch_corners(p + _PREFETCH_AHEAD, pixel, tri_flat, faces, v_count, hw, inv_hw, vattr)
             _prefetch_corners(p + _PREFETCH_AHEAD, pixel, tri_flat, faces, v_count, hw, inv_hw, gvattr)
         view, c0, c1, c2, t0, t1, t2 = _corners(p, pixel, tri_flat, faces, uv_faces, v_count, hw, inv_hw)
-        rem = pixel[p] - view * hw
-        r = _fdiv(rem, width, inv_w)
-        py = np.float32(r) + np.float32(0.5)
-        px = np.float32(rem - r * width) + np.float32(0.5)
-        x0 = vattr[c0, 0] - px
-        y0 = vattr[c0, 1] - py
-        x1 = vattr[c1, 0] - px
-        y1 = vattr[c1, 1] - py
-        x2 = vattr[c2, 0] - px
-        y2 = vattr[c2, 1] - py
-        e0 = x1 * y2 - x2 * y1
-        e1 = x2 * y0 - x0 * y2
-        e2 = x0 * y1 - x1 * y0
+        x0, y0, x1, y1, x2, y2, e0, e1, e2 = _edges(vattr, pixel[p] - view * hw, width, inv_w, c0, c1, c2)
         inv_a = 1.0 / (e0 + e1 + e2)
         l0 = e0 * inv_a
         l1 = e1 * inv_a
