@@ -14,9 +14,13 @@ Params (all optional):
     fail_at       int   default 0
     oom           bool  raise MemoryError instead (tests the out_of_memory path)
     avatar_id     str   if given, the server resolves it; the result reports its size
+    guidance      str   if given, the job loads that guidance model through the server's
+                        bounded cache (``ctx.guidance``) and reports it: the cache's path
+                        without a stylization (tests, the soak benchmark)
 
 Result body: {"steps": done, "device", "arrays": {name: {"dtype", "shape", "sum"}},
-              "avatar": {"vertices", "faces", "blendshapes"} | None}
+              "avatar": {"vertices", "faces", "blendshapes"} | None,
+              "guidance": {"name", "is_test_model"} | None}
 Result arrays: the inputs, same names, transformed.
 """
 
@@ -47,7 +51,7 @@ class SelfCheck:
     name = "selfcheck"
     needs_avatar = False
 
-    def validate(self, params: dict, arrays: dict[str, np.ndarray]) -> None:
+    def validate(self, params: dict, arrays: dict[str, np.ndarray], limits=None) -> None:
         def num(key, lo, hi, kind, default):
             v = params.get(key, default)
             if isinstance(v, bool) or not isinstance(v, kind) or not lo <= v <= hi:
@@ -60,6 +64,8 @@ class SelfCheck:
         for key in ("fail", "oom"):
             if not isinstance(params.get(key, False), bool):
                 raise InvalidParams(f"selfcheck: '{key}' must be true or false.")
+        if not isinstance(params.get("guidance", ""), str):
+            raise InvalidParams("selfcheck: 'guidance' must name a guidance model.")
 
     def run(self, ctx: JobContext) -> JobResult:
         p = ctx.params
@@ -78,6 +84,11 @@ class SelfCheck:
                 time.sleep(delay)
             preview = np.stack([xx * 8, yy * 8, np.full_like(xx, (step * 37) % 256)], -1).astype(np.uint8)
             ctx.report_progress("selfcheck", step + 1, steps, {"loss": 1.0 / (step + 1)}, preview)
+        g = None
+        if p.get("guidance"):
+            if ctx.guidance is None:
+                raise InvalidParams("selfcheck: 'guidance' needs a server (its guidance cache).")
+            g = ctx.guidance(p["guidance"])
         out = {name: transform(a, how) for name, a in ctx.arrays.items()}
         summary = {name: {"dtype": a.dtype.str, "shape": list(a.shape),
                           "sum": float(a.sum(dtype=np.float64)) if a.size else 0.0}
@@ -87,6 +98,7 @@ class SelfCheck:
             "steps": steps, "device": ctx.device, "arrays": summary,
             "avatar": None if av is None else {"vertices": av.num_vertices, "faces": av.num_faces,
                                                "blendshapes": len(av.blendshape_names)},
+            "guidance": None if g is None else {"name": g.name, "is_test_model": bool(g.is_test_model)},
         }, arrays=out)
 
 

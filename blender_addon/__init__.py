@@ -3,23 +3,30 @@
 Extension style (``blender_manifest.toml``, no ``bl_info``); relative imports only,
 so the same package works from a checkout (``blender_addon``) and installed
 (``bl_ext.<repository>.metamorph``). It never imports torch.
+
+Modules: operators (``ops_*``) on top of the job machinery (``job_operator``,
+``jobs``), request building (``request_build``), progress display (``progress``),
+result application (``result_apply``, ``results``, ``passes``, ``avatar_build``),
+scene reading (``scene_io``, ``animation``, ``images``), state (``properties`` saved
+with the file, ``state`` transient on the window manager).
 """
 
 from __future__ import annotations
 
 import bpy
 
-from . import (backend_process, jobs, ops_backend, ops_jobs, ops_scene, panel, preferences,
-               properties)
+from . import (backend_process, jobs, ops_backend, ops_create, ops_expression, ops_jobs, ops_scene, panel,
+               preferences, properties, state)
 
-_CLASSES = (*preferences.classes, *properties.classes, *ops_jobs.classes, *ops_scene.classes,
-            *ops_backend.classes, *panel.classes)
+_CLASSES = (*preferences.classes, *state.classes, *ops_jobs.classes, *ops_scene.classes,
+            *ops_backend.classes, *ops_create.classes, *ops_expression.classes, *panel.classes)
 
 
 def register():
+    properties.register()  # builds its annotations from shared.stylize now
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
-    properties.register()
+    state.register()
 
 
 def unregister():
@@ -28,6 +35,7 @@ def unregister():
         job.cancel()
         job.release()
     backend_process.stop()
-    properties.unregister()
+    state.unregister()
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)
+    properties.unregister()

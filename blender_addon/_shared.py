@@ -7,6 +7,8 @@ package is used. Add a submodule here when the add-on needs one.
 """
 
 try:
-    from .shared import avatar, camera, client, codec, errors, protocol, stylize  # noqa: F401  (bundled extension)
+    from .shared import (arkit, avatar, camera, client, codec, endpoints, errors, expression,  # noqa: F401
+                         passes, photo, png, protocol, stylize, text_avatar)  # (bundled extension)
 except ImportError:
-    from shared import avatar, camera, client, codec, errors, protocol, stylize  # noqa: F401  (repository checkout)
+    from shared import (arkit, avatar, camera, client, codec, endpoints, errors, expression,  # noqa: F401
+                        passes, photo, png, protocol, stylize, text_avatar)  # (repository checkout)

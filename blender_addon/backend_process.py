@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 
 _proc: subprocess.Popen | None = None
+_address = ""  # the address the running local backend serves
 
 
 def state_dir() -> str:
@@ -37,7 +38,7 @@ def command(python: str, address: str) -> list[str]:
 
 def start(python: str, address: str, log_path: str | None = None) -> int:
     """Start the backend; returns its pid. Raises ValueError with a readable message."""
-    global _proc
+    global _proc, _address
     if not python or not os.path.exists(python):
         raise ValueError("Set 'Local backend Python' in the preferences to a Python with "
                          "Metamorph installed (e.g. /path/to/metamorph/.venv/bin/python).")
@@ -46,6 +47,7 @@ def start(python: str, address: str, log_path: str | None = None) -> int:
     _proc = subprocess.Popen(command(python, address), stdout=log, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
+    _address = address
     with open(pid_file(), "w") as f:
         f.write(str(_proc.pid))
     return _proc.pid
@@ -53,6 +55,11 @@ def start(python: str, address: str, log_path: str | None = None) -> int:
 
 def running() -> bool:
     return _proc is not None and _proc.poll() is None
+
+
+def address() -> str:
+    """The address of the local backend this session started ("" when none)."""
+    return _address if running() else ""
 
 
 def stop(timeout_s: float = 5.0, include_stale: bool = False) -> bool:

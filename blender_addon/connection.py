@@ -1,54 +1,39 @@
-"""The add-on's connection settings and client factory.
+"""The add-on's connection: settings, address checks, and the connection state.
 
 The client object is created and used only inside one worker thread per job
 (ZeroMQ sockets are not thread-safe); the main thread never blocks on the
-network. What the panel shows (connected, device) is copied into scene
-properties by the main thread when the worker reports it.
+network. What the panel shows (connected, device, the backend's models) is
+written into :mod:`state` (window manager, never saved) by the main thread when
+the worker reports it: that is the only copy.
 """
 
 from __future__ import annotations
 
-import importlib
-import ipaddress
-from urllib.parse import urlparse
+import json
+from urllib.parse import urlsplit
 
 import bpy
 
+from . import state
+from ._shared import endpoints
 from .preferences import get_prefs
-
-# Set by the main thread from worker events; read by polls and the panel.
-state = {"connected": False, "address": "", "hello": {}}
-
-
-def client_module():
-    """``shared.client`` (bundled copy inside the extension, else the checkout's)."""
-    base = __package__
-    try:
-        return importlib.import_module(f"{base}.shared.client")
-    except ImportError:
-        return importlib.import_module("shared.client")
-
-
-def is_loopback(address: str) -> bool:
-    """True for tcp://127.x / [::1] / localhost and for ipc:// / inproc:// addresses."""
-    u = urlparse(address)
-    if u.scheme in ("ipc", "inproc"):
-        return True
-    host = (u.hostname or "").strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def address_problem(address: str) -> str | None:
-    """Why ``address`` cannot be used right now, or None."""
-    u = urlparse(address)
-    if u.scheme not in ("tcp", "ipc", "inproc") or (u.scheme == "tcp" and not u.port):
-        return f"Backend address '{address}' is not valid: use tcp://HOST:PORT."
-    if not is_loopback(address) and not bpy.app.online_access:
+    """Why ``address`` cannot be used right now, or None. Never raises."""
+    try:
+        u = urlsplit(str(address))
+        port = u.port if u.scheme == "tcp" else None  # raises ValueError past 65535
+        host = u.hostname if u.scheme == "tcp" else "x"
+    except ValueError:
+        port, host, u = None, None, None
+    if u is None or u.scheme not in ("tcp", "ipc", "inproc") or (u.scheme == "tcp" and not (port and host)):
+        return (f"Backend address '{address}' is not valid: use tcp://HOST:PORT with a port "
+                "from 1 to 65535 (e.g. tcp://127.0.0.1:5557).")
+    if u.scheme == "tcp" and host[0].isdigit() and host.count(".") == 3:
+        if any(not p.isdigit() or int(p) > 255 for p in host.split(".")):
+            return f"Backend address '{address}' is not valid: '{host}' is not an IP address."
+    if not endpoints.is_loopback(address) and not bpy.app.online_access:
         return ("Online access is disabled in Blender's preferences (System > Network); "
                 "enable it to reach a remote backend, or use a local one on 127.0.0.1.")
     return None
@@ -70,16 +55,19 @@ def client_options(context=None) -> dict:
 
 def set_connected(context, hello: dict | None, address: str = "") -> None:
     """Main thread: record the connection state for polls and the panel."""
-    state["connected"] = hello is not None
-    state["hello"] = dict(hello or {})
-    state["address"] = address
-    s = context.scene.metamorph
+    st = state.get(context)
+    st.connected = hello is not None
+    st.address = address if hello is not None else ""
+    st.hello_json = json.dumps(hello or {}, default=str)
     if hello is None:
-        s.connection, s.device = "not connected", ""
+        st.connection, st.device = state.NOT_CONNECTED, ""
     else:
-        s.connection = f"connected to {address}"
-        s.device = str(hello.get("device", ""))
+        st.connection = f"connected to {address}"
+        st.device = str(hello.get("device", ""))
 
 
-def is_connected() -> bool:
-    return bool(state["connected"])
+def is_connected(context=None) -> bool:
+    try:
+        return bool(state.get(context).connected)
+    except AttributeError:  # not registered
+        return False

@@ -9,7 +9,11 @@ result itself. In background mode (``blender -b``, no timers) the operators
 call :meth:`Job.run_blocking` instead.
 
 Events (worker -> main): ("hello", dict), ("stage", str), ("progress", dict),
-("result", (body, arrays)), ("error", MetamorphError), ("cancelled", None).
+("result", (body, arrays)), ("error", MetamorphError), ("cancelled", None),
+("uploaded", bool).
+
+Operators do not use this module directly: :mod:`job_operator` wraps it
+(send, show progress, apply in one undo step).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import queue
 import threading
 import time
 
-
+from ._shared import client as mm_client
 from ._shared import errors
 
 _current = None  # the running Job (one at a time)
@@ -50,18 +54,31 @@ class Job:
         self.max_tick_s = 0.0
         self.uploaded = None  # True/False once the avatar check ran
         self.started = time.monotonic()
+        self.stage_since: tuple = ("", 0.0, 0)  # (stage, monotonic time, step) when it began
+        self.echo = False  # background mode: print progress lines as they arrive
+
+    def eta_s(self) -> float | None:
+        """Seconds left in the current stage from its pace so far (None = unknown)."""
+        p = self.progress or {}
+        step, total = int(p.get("step") or 0), int(p.get("total") or 0)
+        stage, t0, s0 = self.stage_since
+        if total <= 0 or step <= s0 or stage != p.get("stage"):
+            return None
+        return (time.monotonic() - t0) / (step - s0) * max(0, total - step)
 
     # -- worker side -------------------------------------------------------
     def _post(self, kind, payload=None):
         self.events.put((kind, payload))
+        if self.echo and kind in ("stage", "progress"):
+            p = payload if kind == "progress" else {"stage": payload}
+            step = f" {p.get('step')}/{p.get('total')}" if p.get("total") else ""
+            print(f"Metamorph {self.kind}: {p.get('stage') or ''}{step}", flush=True)
 
     def _main(self):
         client = None
         try:
-            from .connection import client_module
-            cm = client_module()
             opts = dict(self._opts)
-            client = cm.Client(opts.pop("address"), **opts)
+            client = mm_client.Client(opts.pop("address"), **opts)
             hello = client.hello()
             self._post("hello", hello)
             out = self._work(client, self._post, self.cancel_event.is_set)
@@ -98,6 +115,7 @@ class Job:
         global _current
         _current = self
         self.state = "running"
+        self.echo = True
         try:
             self._main()
             self.tick(budget_s=1e9)
@@ -120,6 +138,9 @@ class Job:
                 self.hello = dict(payload or {})
             elif kind in ("progress", "stage"):
                 self.progress = payload if kind == "progress" else {"stage": payload}
+                if self.progress.get("stage") != self.stage_since[0]:
+                    self.stage_since = (self.progress.get("stage"), time.monotonic(),
+                                        int(self.progress.get("step") or 0))
                 prev = (payload or {}).get("preview") if kind == "progress" else None
                 if prev is not None:
                     self.preview = prev

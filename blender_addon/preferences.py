@@ -7,7 +7,7 @@ Stored under ``__package__`` so the same code works as a repository package
 from __future__ import annotations
 
 import bpy
-from bpy.props import FloatProperty, StringProperty
+from bpy.props import BoolProperty, FloatProperty, StringProperty
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
 DEFAULT_OUTPUT = "//metamorph/"
@@ -36,12 +36,22 @@ class MetamorphPreferences(bpy.types.AddonPreferences):
         name="Heartbeat timeout (s)", default=6.0, min=1.0, max=600.0,
         description="A running job is declared lost when the backend is silent this long")
     output_dir: StringProperty(name="Output folder", default=DEFAULT_OUTPUT, subtype="DIR_PATH",
+                               options={"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0)
+                               else set(),
                                description="Where passes, exports and renders are written "
                                            "(// = next to the .blend file)")
     local_python: StringProperty(
         name="Local backend Python", default="", subtype="FILE_PATH",
         description="Optional: a Python with Metamorph installed; the add-on can start "
                     "`metamorph serve` with it on the backend address and stops it at quit")
+    place_beside: BoolProperty(
+        name="Place results beside the original", default=True,
+        description="Move a stylized copy along X by the avatar's width (not for copies that "
+                    "follow a rig); exports are written at the original's place")
+    copy_action: BoolProperty(
+        name="Copy the animation", default=False,
+        description="Give each stylized copy its own copy of the original's action (off: it "
+                    "plays the same action, so later edits to the original's keys carry over)")
 
     def draw(self, context):
         col = self.layout.column()
@@ -55,6 +65,8 @@ class MetamorphPreferences(bpy.types.AddonPreferences):
         col.prop(self, "heartbeat_timeout_s")
         col.prop(self, "output_dir")
         col.prop(self, "local_python")
+        col.prop(self, "place_beside")
+        col.prop(self, "copy_action")
 
 
 class _Defaults:
@@ -69,6 +81,8 @@ class _Defaults:
     heartbeat_timeout_s = 6.0
     output_dir = DEFAULT_OUTPUT
     local_python = ""
+    place_beside = True
+    copy_action = False
 
 
 def get_prefs(context=None):

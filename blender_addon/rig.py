@@ -10,9 +10,12 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
+from . import animation
 from ._shared import camera as mm_camera
 
 ORBIT_NAME = "MM Orbit"
+RIG_NAME = "Metamorph Rig"
+RIG_MARK = "metamorph_rig"  # custom property on rigs this add-on made (and may replace)
 
 
 def world_bounds(objects) -> tuple[np.ndarray, np.ndarray]:
@@ -65,13 +68,17 @@ def parse_elevations(text: str) -> list[float]:
 
 def create_turntable_rig(scene, objects, count: int = 8, elevations=(0.0, 25.0, -20.0),
                          distance: float = 0.0, lens: float = 50.0,
-                         name: str = "Metamorph Rig"):
+                         name: str = RIG_NAME, replace=None, lights: bool = False):
     """Create a collection of ``count`` cameras per elevation ring (degrees) around
     the head of ``objects``, plus an orbit camera animated once around the head
-    over the scene's frame range. ``distance`` 0 frames the head. Returns the
-    collection (linked to the scene's master collection)."""
+    over the scene's frame range. ``distance`` 0 frames the head. ``replace``: a rig
+    made before by this add-on, removed first (rigs never pile up as .001, .002);
+    ``lights``: add three-point lights. Returns the collection (linked to the
+    scene's master collection)."""
     centre, size = head_frame(objects)
+    remove_rig(replace)
     coll = bpy.data.collections.new(name)
+    coll[RIG_MARK] = True
     scene.collection.children.link(coll)
     sensor = 36.0
     if distance <= 0:
@@ -119,15 +126,51 @@ def create_turntable_rig(scene, objects, count: int = 8, elevations=(0.0, 25.0, 
         for kp in fc.keyframe_points:
             kp.interpolation = "LINEAR"
     pivot.rotation_euler = (0.0, 0.0, 0.0)
+    if lights:
+        add_three_point_lights(coll, centre, size, distance)
     return coll
 
 
 def _object_fcurves(obj):
-    ad = obj.animation_data
-    if ad is None or ad.action is None:
-        return []
-    from .selection import _fcurves
-    return _fcurves(ad)
+    return animation.id_fcurves(obj)
+
+
+def remove_rig(coll) -> bool:
+    """Delete a rig this add-on made (its cameras, camera data, lights, pivot and the
+    pivot's action) and its collection. A collection it did not make is left alone;
+    returns whether something was removed."""
+    if coll is None or not coll.get(RIG_MARK):
+        return False
+    for o in list(coll.objects):
+        data = o.data
+        act = o.animation_data.action if o.animation_data else None
+        bpy.data.objects.remove(o)
+        if data is not None and data.users == 0:
+            (bpy.data.cameras if isinstance(data, bpy.types.Camera) else bpy.data.lights).remove(data)
+        if act is not None and act.users == 0:
+            bpy.data.actions.remove(act)
+    bpy.data.collections.remove(coll)
+    return True
+
+
+def add_three_point_lights(coll, centre: Vector, size: float, distance: float) -> list:
+    """Key, fill and rim area lights aimed at the head (for Eevee/Cycles turntables of a
+    scene without lights). Power scales with the distance so the head is lit alike at
+    any size."""
+    made = []
+    for name, az, el, power in (("Key", -40.0, 30.0, 1.0), ("Fill", 50.0, 10.0, 0.4),
+                                ("Rim", 170.0, 40.0, 0.7)):
+        data = bpy.data.lights.new(f"MM {name} Light", "AREA")
+        data.size = max(size, 0.05)
+        data.energy = 40.0 * power * distance ** 2
+        obj = bpy.data.objects.new(f"MM {name} Light", data)
+        coll.objects.link(obj)
+        a, e = math.radians(az), math.radians(el)
+        loc = centre + distance * Vector((math.sin(a) * math.cos(e), -math.cos(a) * math.cos(e),
+                                          math.sin(e)))
+        obj.matrix_world = look_at(loc, centre)
+        made.append(obj)
+    return made
 
 
 def camera_from_object(scene, obj, frame: float | None = None) -> "mm_camera.Camera":

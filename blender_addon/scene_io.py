@@ -9,10 +9,11 @@ Reads what the backend needs from mesh objects, without torch:
 - one texture set per material in order of first use (Principled BSDF Base
   Colour linked to an Image Texture, else its colour as a flat image);
 - shape keys as world-space deltas relative to their relative key;
-- the expression track: every shape-key F-curve evaluated at each whole frame
-  of the scene's frame range (not only at keyframes).
+- the expression track (:func:`animation.expression_track`): every shape-key
+  F-curve evaluated at each whole frame of the range (not only at keyframes).
 
-The arithmetic mirrors ``backend.avatar.gltf_io`` so a GLB imported by
+Point transforms come from ``shared.avatar`` (``apply_affine``), the one copy the
+backend's glTF loader (``backend.avatar.gltf_load``) also uses, so a GLB imported by
 Blender's glTF importer and extracted here has the same content hash as the
 backend's own loading of the file.
 """
@@ -21,19 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import animation, images
 from ._shared import avatar as mm_avatar
 from ._shared import errors as mm_errors
 
 
 def _matrix(ob) -> np.ndarray:
     return np.array([list(r) for r in ob.matrix_world], np.float64)
-
-
-def _apply(M: np.ndarray, p32: np.ndarray) -> np.ndarray:
-    """float32 points through a float64 affine matrix, rounded to float32 (as the backend)."""
-    if np.array_equal(M, np.eye(4)):
-        return p32.copy()
-    return (p32.astype(np.float64) @ M[:3, :3].T + M[:3, 3]).astype(np.float32)
 
 
 def _co(seq, n: int) -> np.ndarray:
@@ -72,23 +67,6 @@ def _find_image_node(node, seen=None):
     return None
 
 
-def _image_pixels(img) -> np.ndarray:
-    """[H,W,3] uint8 sRGB, row 0 at the top, from a Blender image."""
-    w, h = img.size
-    if w == 0 or h == 0:
-        raise mm_errors.InvalidAvatar(
-            f"Image '{img.name}' has no pixels (is its file missing? {img.filepath!r}); "
-            f"reload or repack it.")
-    px = np.empty(w * h * img.channels, np.float32)
-    img.pixels.foreach_get(px)
-    px = px.reshape(h, w, img.channels)[::-1]
-    rgb = px[..., :3] if img.channels >= 3 else np.repeat(px[..., :1], 3, -1)
-    if img.is_float and img.colorspace_settings.name != "Non-Color":
-        # Blender keeps float buffers scene-linear whatever the file was; bytes stay as stored
-        rgb = mm_avatar.linear_to_srgb(rgb)
-    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def texture_set_for(mat) -> "mm_avatar.TextureSet":
     """Texture set of a material (None = an empty slot: Blender's default grey)."""
     if mat is None:
@@ -103,67 +81,36 @@ def texture_set_for(mat) -> "mm_avatar.TextureSet":
             if inp.is_linked:
                 node = _find_image_node(inp.links[0].from_node)
                 if node is not None:
-                    return mm_avatar.TextureSet(mat.name, _image_pixels(node.image), color)
+                    return mm_avatar.TextureSet(mat.name, images.to_srgb_u8(node.image), color)
     return mm_avatar.TextureSet(mat.name, mm_avatar.flat_image(color), color)
 
 
-def _fcurves(id_data):
-    """F-curves of an ID's active action (Blender 4.4+ layered actions, or legacy)."""
-    ad = getattr(id_data, "animation_data", None)
-    if ad is None or ad.action is None:
-        return []
-    action = ad.action
-    try:
-        from bpy_extras import anim_utils
-        slot = getattr(ad, "action_slot", None)
-        if slot is not None:
-            bag = anim_utils.action_get_channelbag_for_slot(action, slot)
-            return list(bag.fcurves) if bag is not None else []
-    except (ImportError, AttributeError):
-        pass
-    return list(getattr(action, "fcurves", []))
-
-
-def expression_track(objects, scene, frame_range=None) -> "mm_avatar.ExpressionTrack | None":
-    """Shape-key weights at every whole frame of ``frame_range`` (default: the scene's range).
-
-    Names: key blocks driven by an F-curve, in key-block order, first object first."""
-    start, end = frame_range or (scene.frame_start, scene.frame_end)
-    frames = np.arange(int(start), int(end) + 1, dtype=np.float64)
-    names, cols = [], []
-    for ob in objects:
-        keys = ob.data.shape_keys
-        if keys is None:
-            continue
-        by_path = {fc.data_path: fc for fc in _fcurves(keys)}
-        for kb in keys.key_blocks[1:]:
-            fc = by_path.get(f'key_blocks["{kb.name}"].value')
-            if fc is None or kb.name in names:
-                continue
-            names.append(kb.name)
-            cols.append([fc.evaluate(float(f)) for f in frames])
-    if not names or len(frames) == 0:
-        return None
-    fps = scene.render.fps / (scene.render.fps_base or 1.0)
-    return mm_avatar.ExpressionTrack(frames=frames.astype(np.float32), names=names,
-                                     weights=np.asarray(cols, np.float32).T.copy(), fps=float(fps))
-
-
 def extract_avatar(objects, depsgraph=None, *, scene=None, frame_range=None, with_track=True,
-                   name=None) -> "mm_avatar.AvatarData":
+                   name=None, uv_overrides=None) -> "mm_avatar.AvatarData":
     """AvatarData for one or several mesh objects (joined in the given order).
 
     objects: mesh objects; depsgraph: for modifier evaluation (default: the
     context's); scene: for the frame range and fps (default: the context's);
-    frame_range: (first, last) whole frames for the expression track.
-    Raises InvalidAvatar with a sentence naming the object for non-meshes,
+    frame_range: (first, last) whole frames for the expression track;
+    uv_overrides: {object name: per-loop UVs [L,2]} used instead of the mesh's own
+    (meshes stylized through an unwrapped copy, :mod:`unwrap`).
+    Raises InvalidAvatar with a sentence naming the objects for non-meshes,
     meshes without faces or without a UV map. The scene is not modified.
     """
     import bpy
 
     objects = list(objects)
+    uv_overrides = uv_overrides or {}
     if not objects:
         raise mm_errors.InvalidAvatar("Select the avatar mesh (one or more mesh objects) first.")
+    no_uv = [o.name for o in objects if o.type == "MESH" and o.name not in uv_overrides
+             and len(o.data.uv_layers) == 0]
+    if no_uv:  # name every mesh at once, not one per attempt
+        many = len(no_uv) > 1
+        raise mm_errors.InvalidAvatar(
+            f"Mesh{'es' if many else ''} {', '.join(repr(n) for n in no_uv)} {'have' if many else 'has'} "
+            f"no UV map: tick 'Unwrap a copy' or unwrap {'them' if many else 'it'} (UV > Smart UV "
+            f"Project) before stylizing.")
     scene = scene or bpy.context.scene
     if depsgraph is None:
         try:
@@ -186,7 +133,7 @@ def extract_avatar(objects, depsgraph=None, *, scene=None, frame_range=None, wit
             if nt == 0:
                 raise mm_errors.InvalidAvatar(f"Mesh '{ob.name}' has no faces.")
             uvl = me.uv_layers.active
-            if uvl is None:
+            if uvl is None and ob.name not in uv_overrides:
                 raise mm_errors.InvalidAvatar(f"Mesh '{ob.name}' has no UV map: unwrap it (UV > Smart UV "
                                               f"Project) before stylizing.")
             tv = np.empty(nt * 3, np.int32)
@@ -195,8 +142,13 @@ def extract_avatar(objects, depsgraph=None, *, scene=None, frame_range=None, wit
             me.loop_triangles.foreach_get("loops", tl)
             tm = np.empty(nt, np.int32)
             me.loop_triangles.foreach_get("material_index", tm)
-            luv = np.empty(len(me.loops) * 2, np.float32)
-            uvl.uv.foreach_get("vector", luv)
+            if ob.name in uv_overrides:
+                luv = np.asarray(uv_overrides[ob.name], np.float32).ravel()
+                if len(luv) != len(me.loops) * 2:
+                    raise mm_errors.InvalidAvatar(f"The unwrapped UVs of '{ob.name}' do not match its mesh.")
+            else:
+                luv = np.empty(len(me.loops) * 2, np.float32)
+                uvl.uv.foreach_get("vector", luv)
             M = _matrix(ob)
             keys = me.shape_keys
             if keys is not None:
@@ -204,13 +156,13 @@ def extract_avatar(objects, depsgraph=None, *, scene=None, frame_range=None, wit
                 base_local = _co(ref.data, n)
             else:
                 base_local = _co(me.vertices, n)
-            base = _apply(M, base_local)
+            base = mm_avatar.apply_affine(M, base_local)
             deltas = {}
             if keys is not None:
                 world = {ref.name: base}
                 for kb in keys.key_blocks:
                     if kb.name not in world:
-                        world[kb.name] = _apply(M, _co(kb.data, n))
+                        world[kb.name] = mm_avatar.apply_affine(M, _co(kb.data, n))
                 for kb in keys.key_blocks:
                     if kb == ref:
                         continue
@@ -245,7 +197,7 @@ def extract_avatar(objects, depsgraph=None, *, scene=None, frame_range=None, wit
         for k, d in deltas.items():
             blend[names.index(k), a:b] = d
     uvs, uv_faces = mm_avatar.index_corner_uvs(np.concatenate(CUV))
-    track = expression_track(objects, scene, frame_range) if with_track else None
+    track = animation.expression_track(objects, scene, frame_range) if with_track else None
     return mm_avatar.AvatarData(
         vertices=vertices, faces=np.concatenate(F), uvs=uvs, uv_faces=uv_faces,
         face_material=np.concatenate(FM), texture_sets=sets, blendshape_names=names,

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import bpy
 
+from . import animation
+from ._shared import stylize
+
 RESULTS_COLLECTION = "Metamorph Results"
 
 
@@ -16,19 +19,30 @@ def settings(context=None):
     return (context or bpy.context).scene.metamorph
 
 
-def avatar_objects(context) -> list:
-    """The avatar's mesh objects, in a stable order (the order vertices are
-    concatenated in the uploaded avatar, and split again on apply)."""
+def _candidates(context) -> list:
     s = settings(context)
     if s.avatar_collection is not None:
-        objs = [o for o in s.avatar_collection.all_objects if o.type == "MESH"]
-    else:
-        objs = [o for o in context.selected_objects if o.type == "MESH"]
+        return [o for o in s.avatar_collection.all_objects if o.type == "MESH"]
+    return [o for o in context.selected_objects if o.type == "MESH"]
+
+
+def _result_objects() -> set:
     res = bpy.data.collections.get(RESULTS_COLLECTION)
-    if res is not None:
-        skip = set(res.all_objects)
-        objs = [o for o in objs if o not in skip]
-    return sorted(objs, key=lambda o: o.name)
+    return set(res.all_objects) if res is not None else set()
+
+
+def avatar_objects(context) -> list:
+    """The avatar's mesh objects, in a stable order (the order vertices are
+    concatenated in the uploaded avatar, and split again on apply). Stylized copies
+    are never part of it."""
+    skip = _result_objects()
+    return sorted((o for o in _candidates(context) if o not in skip), key=lambda o: o.name)
+
+
+def excluded_copies(context) -> list[str]:
+    """Names of selected (or collected) meshes left out because they are stylized copies."""
+    skip = _result_objects()
+    return [o.name for o in _candidates(context) if o in skip]
 
 
 def rig_cameras(context) -> list:
@@ -51,64 +65,67 @@ def orbit_camera(context):
     return None
 
 
-def frames(context) -> list[int]:
-    """Expression frames to stylize: the timeline range (or the panel's) every ``step``."""
+def frame_range(context, objects=None) -> tuple[int, int]:
+    """(first, last) expression frame: the avatar's shape-key animation by default
+    (a glTF import leaves the timeline at 1-250), the timeline, or the panel's own."""
     s = settings(context)
-    if s.use_scene_range:
-        a, b = context.scene.frame_start, context.scene.frame_end
-    else:
+    if s.frame_source == "CUSTOM":
         a, b = s.frame_start, s.frame_end
-    if b < a:
-        a, b = b, a
-    return list(range(a, b + 1, max(1, s.frame_step)))
+    else:
+        a, b = context.scene.frame_start, context.scene.frame_end
+        if s.frame_source == "ACTION":
+            r = animation.action_range(avatar_objects(context) if objects is None else objects)
+            if r is not None:
+                a, b = r
+    return (a, b) if a <= b else (b, a)
+
+
+def frames(context, objects=None) -> list[int]:
+    """Expression frames to stylize: the frame range every ``step``."""
+    a, b = frame_range(context, objects)
+    return list(range(a, b + 1, max(1, settings(context).frame_step)))
+
+
+def turntable_frames(context) -> list[int]:
+    """Turntable frames: the timeline (every frame step of the scene) or the panel's range."""
+    s, sc = settings(context), context.scene
+    if s.tt_use_scene_range:
+        return list(range(sc.frame_start, sc.frame_end + 1, max(1, sc.frame_step)))
+    a, b = sorted((s.tt_frame_start, s.tt_frame_end))
+    return list(range(a, b + 1))
 
 
 def animated_shape_keys(objects) -> list[str]:
-    """Names of shape keys driven by an action's F-curves on any of ``objects``."""
-    names: list[str] = []
-    for o in objects:
-        key = o.data.shape_keys if o.type == "MESH" else None
-        ad = key.animation_data if key else None
-        if not ad or not ad.action:
-            continue
-        for fc in _fcurves(ad):
-            p = fc.data_path
-            if p.startswith('key_blocks["') and p.endswith('"].value'):
-                n = p[len('key_blocks["'):-len('"].value')]
-                if n not in names:
-                    names.append(n)
-    return names
-
-
-def _fcurves(animation_data):
-    """F-curves of an animation data's action for its assigned slot (Blender 4.4+
-    slotted actions; falls back to the legacy list)."""
-    act = animation_data.action
-    slot = getattr(animation_data, "action_slot", None)
-    if slot is not None:
-        from bpy_extras import anim_utils
-        bag = anim_utils.action_get_channelbag_for_slot(act, slot)
-        return list(bag.fcurves) if bag else []
-    return list(getattr(act, "fcurves", []))
+    return animation.animated_shape_keys(objects)
 
 
 def term_problem(s) -> str | None:
-    usable = [t for t in s.terms if t.weight > 0 and
+    usable = [t for t in s.terms if t.weight != 0 and
               ((t.kind == "TEXT" and t.text.strip()) or (t.kind == "IMAGE" and t.image))]
     if not usable:
         return "Add a style term: a text prompt or a reference image with a weight above 0."
+    if len(usable) > stylize.MAX_PROMPTS:
+        return f"Use at most {stylize.MAX_PROMPTS} style terms (there are {len(usable)})."
     return None
 
 
-def avatar_problem(objs) -> str | None:
+def avatar_problem(objs, context=None, unwrap: bool = False) -> str | None:
+    """Why ``objs`` cannot be stylized, or None. ``unwrap``: meshes without UVs are fine
+    (a copy is unwrapped)."""
     if not objs:
+        copies = excluded_copies(context) if context is not None else []
+        if copies:
+            return (f"Only stylized copies are selected ({', '.join(copies[:3])}): Metamorph "
+                    "stylizes the original avatar; select its meshes instead.")
         return "No mesh selected: select the avatar's meshes or set the Avatar collection."
     for o in objs:
         if len(o.data.vertices) == 0:
             return f"Mesh '{o.name}' has no vertices."
-        if len(o.data.uv_layers) == 0:
-            return (f"Mesh '{o.name}' has no UVs: unwrap it (UV > Smart UV Project) "
-                    "before stylizing.")
+    no_uv = [o.name for o in objs if len(o.data.uv_layers) == 0]
+    if no_uv and not unwrap:
+        return (f"Mesh{'es' if len(no_uv) > 1 else ''} {', '.join(repr(n) for n in no_uv)} "
+                f"{'have' if len(no_uv) > 1 else 'has'} no UVs: tick 'Unwrap a copy' (the "
+                "original stays as it is) or unwrap (UV > Smart UV Project) before stylizing.")
     return None
 
 
@@ -119,11 +136,21 @@ def why_not(context, action: str, connected: bool) -> str | None:
         return "A Metamorph job is already running; wait for it or cancel it."
     if not connected:
         return "Not connected to a backend: press Connect (or start the local backend)."
-    problem = avatar_problem(avatar_objects(context))
+    s = settings(context)
+    objs = avatar_objects(context)
+    problem = avatar_problem(objs, context, unwrap=s.unwrap_copy)
     if problem:
         return problem
     if action == "stylize":
         if not rig_cameras(context):
             return "No cameras: set the Camera rig collection or create a turntable rig."
-        return term_problem(settings(context))
+        n_cams = len(rig_cameras(context))
+        if n_cams > stylize.MAX_CAMERAS:
+            return (f"The rig has {n_cams} cameras, more than {stylize.MAX_CAMERAS}: use fewer cameras "
+                    "per ring or fewer rings.")
+        n = len(frames(context, objs))
+        if n > stylize.MAX_FRAMES:
+            return (f"{n} expression frames is more than {stylize.MAX_FRAMES}: raise the frame "
+                    "step or shorten the range.")
+        return term_problem(s)
     return None

@@ -17,6 +17,8 @@ fi
 reports="$(mktemp -d)"
 trap 'rm -rf "$reports"' EXIT
 status=0
+echo "== lint (ruff, settings in pyproject.toml) =="
+.venv/bin/ruff check . || status=1
 echo "== backend, protocol, renderer, avatars, stylization =="
 "$py" -m pytest -q --junitxml="$reports/backend.xml" --ignore-glob='tests/test_addon_*' tests || status=1
 echo "== Blender extension (bpy in-process) =="

@@ -107,6 +107,38 @@ def flat_image(base_color_linear, size: int = 4) -> np.ndarray:
     return np.broadcast_to(px, (size, size, 3)).copy()
 
 
+# ----------------------------------------------------------------------------- point transforms
+# The content hash depends on every bit these produce: the backend's glTF/OBJ loaders
+# and the add-on's scene extraction both call these, so both sides round the same way.
+
+YUP_TO_ZUP = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], np.float64)
+"""[4,4] float64: glTF/OBJ Y-up -> Blender Z-up, (x, y, z) -> (x, -z, y)."""
+
+
+def apply_affine(M: np.ndarray, p32: np.ndarray) -> np.ndarray:
+    """float32 points ``[N,3]`` through a float64 affine matrix ``[4,4]`` (column vectors,
+    translation in the last column), computed in float64 and rounded to float32, as
+    Blender does for object world matrices. The identity returns an exact copy."""
+    if np.array_equal(M, np.eye(4)):
+        return np.array(p32, np.float32, copy=True)
+    return (np.asarray(p32, np.float64) @ M[:3, :3].T + M[:3, 3]).astype(np.float32)
+
+
+def yup_to_zup(p: np.ndarray) -> np.ndarray:
+    """Y-up file coordinates ``[...,3]`` (glTF, OBJ) -> Z-up Blender coordinates,
+    (x, y, z) -> (x, -z, y), float32, as Blender's glTF and OBJ importers convert them."""
+    out = np.asarray(p, np.float32)[..., [0, 2, 1]].copy()
+    out[..., 1] *= -1
+    return out
+
+
+def zup_to_yup(p: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`yup_to_zup`: (x, y, z) -> (x, z, -y), float32 (glTF export)."""
+    out = np.asarray(p, np.float32)[..., [0, 2, 1]].copy()
+    out[..., 2] *= -1
+    return out
+
+
 def index_corner_uvs(corner_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-corner UVs ``[3F,2]`` (corners of triangle f at 3f, 3f+1, 3f+2) ->
     (uvs ``[T,2]`` float32, uv_faces ``[F,3]`` int32).

@@ -83,7 +83,9 @@ class Client:
         self._waiting_since: float | None = None  # first send not yet followed by any reply
         self._last_ping = 0.0
         s = self._ctx.socket(zmq.DEALER)
-        # A fixed routing id lets a reconnect (server restart, network blip) keep our jobs.
+        # A fixed routing id keeps our address across reconnects. The server binds our jobs to
+        # our CURVE key (a reconnect with the same key keeps them) or, without CURVE, to this
+        # connection (they end with it); another socket presenting this id gets none of them.
         s.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.RCVHWM, 100_000)

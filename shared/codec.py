@@ -183,17 +183,80 @@ def _no_ext(code, data):
     raise ValueError("msgpack extension types are not allowed")
 
 
+MAX_HEADER_CONTAINERS = 65_536
+"""Lists + maps one header may hold in all. An empty list costs ~60 bytes of memory
+for 1 byte of msgpack, so without a bound a 4 MB header of millions of empty lists
+costs hundreds of MB; with it a header costs a small multiple of its size."""
+MAX_CONTAINER_LEN = 65_536  # items in any one list or map of a header
+
+
+class _Budget:
+    """Counts the lists and maps msgpack builds and stops it once over the budget
+    (the hooks run as each container is completed, before the next is built)."""
+
+    def __init__(self, limit: int):
+        self.left = limit
+
+    def __call__(self, obj):
+        self.left -= 1
+        if self.left < 0:
+            raise _OverBudget
+        return obj
+
+
+class _OverBudget(Exception):
+    pass
+
+
 def unpack_header(frame, max_bytes: int) -> Any:
-    """Unpack a header frame (size checked first). Raises :class:`BadMessage`."""
+    """Unpack a header frame, its size checked first and its structure bounded while it
+    is built (:data:`MAX_HEADER_CONTAINERS`, :data:`MAX_CONTAINER_LEN`, msgpack's own
+    nesting limit). Raises :class:`TooLarge` or :class:`BadMessage`."""
     buf = _frame_buffer(frame)
     if buf.nbytes > max_bytes:
         raise TooLarge(f"The message header is {buf.nbytes} bytes, more than the limit of {max_bytes}.")
+    budget = _Budget(MAX_HEADER_CONTAINERS)
     try:
         # Extension types could build arbitrary objects (timestamps...): refuse them.
         return msgpack.unpackb(buf, raw=False, strict_map_key=True, use_list=True,
-                               ext_hook=_no_ext, timestamp=0)
+                               ext_hook=_no_ext, timestamp=0, list_hook=budget, object_hook=budget,
+                               max_str_len=max_bytes, max_bin_len=max_bytes,
+                               max_array_len=MAX_CONTAINER_LEN, max_map_len=MAX_CONTAINER_LEN)
+    except _OverBudget:
+        raise TooLarge(f"The message header holds more than {MAX_HEADER_CONTAINERS} lists and maps; "
+                       f"send large data as arrays, not as nested lists.") from None
+    except ValueError as e:
+        claimed = str(e).split(" exceeds max", 1)
+        # msgpack's max_*_len refusal: too large if it could be real, malformed if it claims
+        # more items than the header has bytes.
+        if len(claimed) == 2 and claimed[0].isdigit() and int(claimed[0]) <= buf.nbytes:
+            raise TooLarge(f"A list or map in the message header has more than {MAX_CONTAINER_LEN} "
+                           f"items; send large data as arrays.") from None
+        raise BadMessage(f"The message header is not valid msgpack ({type(e).__name__}).") from None
     except Exception as e:  # msgpack raises several types (ExtraData, StackError, ValueError...)
         raise BadMessage(f"The message header is not valid msgpack ({type(e).__name__}).") from None
+
+
+def peek_field(frame, key: str, max_bytes: int) -> Any:
+    """The value of top-level ``key`` of a header map without building the rest (the
+    other values are skipped, not materialized), or None. For the request id of a
+    message that failed to decode."""
+    buf = _frame_buffer(frame)
+    if buf.nbytes > max_bytes:
+        return None
+    try:
+        u = msgpack.Unpacker(raw=False, strict_map_key=True, ext_hook=_no_ext, timestamp=0,
+                             max_buffer_size=max(buf.nbytes, 1), max_array_len=MAX_CONTAINER_LEN,
+                             max_map_len=MAX_CONTAINER_LEN)
+        u.feed(buf)
+        for _ in range(u.read_map_header()):
+            if u.unpack() == key:
+                v = u.unpack()
+                return v if isinstance(v, (str, int, float, bool)) else None
+            u.skip()
+    except Exception:  # a malformed header has no id to give
+        return None
+    return None
 
 
 def total_nbytes(arrays: Iterable[np.ndarray]) -> int:

@@ -24,7 +24,8 @@ Request bodies (client -> server):
 
 Reply bodies (server -> client):
     hello       {protocol, server_version, versions: {package: version}, device, limits,
-                 job_kinds, guidance_models, heartbeat_s, client_timeout_s, curve}
+                 job_kinds, guidance_models, heartbeat_s, client_timeout_s, curve,
+                 max_jobs_per_client, max_queue}
     heartbeat   {time}
     put_avatar  {avatar_id, cached: bool}
     has_avatar  {avatar_id, present: bool}
@@ -36,6 +37,13 @@ Reply bodies (server -> client):
                 optional array "preview" [h,w,3] uint8 sRGB, row 0 top
     result      {job_id, result: map}, arrays = the job's outputs
     error       {code, message, details, job_id?}  (see shared.errors)
+
+Bounds every message gets before its kind's handler sees it (:func:`decode`): the
+header's size, its lists and maps (``codec.MAX_HEADER_CONTAINERS`` in all,
+``codec.MAX_CONTAINER_LEN`` each), arrays' declared bytes; for ``submit``, every
+text and list of the parameters (:func:`check_params_bounds`); for ``put_avatar``,
+index arrays and texture sizes before anything is cast (:func:`check_avatar_arrays`).
+Job parameters named ``guidance`` must be a model the server lists in ``hello``.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ import numpy as np
 
 from . import PROTOCOL_VERSION
 from . import codec
-from .errors import BadMessage, MetamorphError, TooLarge, VersionMismatch
+from .errors import BadMessage, InvalidAvatar, MetamorphError, TooLarge, VersionMismatch
 
 REQUEST_KINDS = ("hello", "heartbeat", "put_avatar", "has_avatar", "submit", "cancel", "status")
 REPLY_KINDS = REQUEST_KINDS + ("progress", "result", "error")
@@ -56,6 +64,10 @@ JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
 MAX_ID_LENGTH = 64
 MAX_PREVIEW_SIDE = 512
+MAX_PARAMS_DEPTH = 16  # nesting of lists/maps in job parameters
+MIN_TEXTURE_SIDE = 2   # pixels: a 0x0 or 1xN texture cannot be sampled or stylized
+INDEX_ARRAYS = {"faces": "vertices", "uv_faces": "uvs", "face_material": None}
+"""put_avatar arrays that index another (name -> indexed array; None: the texture sets)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,8 @@ class Limits:
     max_frames: int = 512
     max_prompts: int = 16
     max_prompt_length: int = 1000      # characters
+    max_list_items: int = 65_536       # items in any list or map of job parameters (a floor under
+                                       # each contract's own counts; = codec.MAX_CONTAINER_LEN)
     max_arrays: int = 256              # arrays in one message
     max_header_bytes: int = 4 << 20    # msgpack header frame
     max_message_bytes: int = 1 << 30   # all array frames together (also ZMQ MAXMSGSIZE per frame)
@@ -146,15 +160,15 @@ def encode_error(err: MetamorphError, id: str = "", job_id: str | None = None) -
     return encode("error", id, body)
 
 
+PEEK_MAX_BYTES = 64 << 20  # headers up to this size are skimmed for their id (skipping, not building)
+
+
 def peek_id(frames: list) -> str:
-    """Best-effort request id of a message that failed to decode, so the error
-    reply can still echo it; "" when unknown."""
-    try:
-        h = codec.unpack_header(frames[0], 1 << 20)
-        i = h.get("id") if isinstance(h, dict) else None
-        return i if isinstance(i, str) and len(i) <= MAX_ID_LENGTH else ""
-    except Exception:
-        return ""
+    """Best-effort request id of a message that failed to decode (too large, malformed
+    body...), so the error reply can still echo it; "" when unknown. Reads only the
+    top-level ``id`` (:func:`codec.peek_field`)."""
+    i = codec.peek_field(frames[0], "id", PEEK_MAX_BYTES) if frames else None
+    return i if isinstance(i, str) and len(i) <= MAX_ID_LENGTH else ""
 
 
 def decode(frames: list, limits: Limits, *, from_client: bool) -> Message:
@@ -215,32 +229,91 @@ def _short_str(body: dict, key: str, optional: bool = False, max_len: int = 256)
     return v
 
 
-def check_params_limits(params: dict, limits: Limits) -> None:
-    """Counts in job parameters that every job kind shares: cameras, frames,
-    style prompts and their length. Raises :class:`TooLarge`."""
-    for key, lim, what in (("cameras", limits.max_cameras, "cameras"),
-                           ("frames", limits.max_frames, "frames"),
-                           ("terms", limits.max_prompts, "style prompts"),
-                           ("prompts", limits.max_prompts, "style prompts")):
-        v = params.get(key)
+# Shared parameter names whose counts have their own limit (a request contract's
+# validate checks them precisely; this is the floor every job kind gets).
+LIST_PARAM_LIMITS = {"cameras": ("max_cameras", "cameras"), "frames": ("max_frames", "frames"),
+                     "terms": ("max_prompts", "style prompts"), "prompts": ("max_prompts", "style prompts")}
+
+
+def check_params_bounds(params: dict, limits: Limits) -> None:
+    """Bounds every job's parameters get before any handler sees them: no text longer
+    than ``max_prompt_length``, no list or map longer than ``max_list_items`` (the shared
+    names in :data:`LIST_PARAM_LIMITS`: their own limit), nesting at most
+    :data:`MAX_PARAMS_DEPTH`. Raises :class:`TooLarge`."""
+    for key, (lim_name, what) in LIST_PARAM_LIMITS.items():
+        v, lim = params.get(key), getattr(limits, lim_name)
         if isinstance(v, list) and len(v) > lim:
             raise TooLarge(f"The request has {len(v)} {what}, more than this server's limit of "
-                           f"{lim}; use fewer.", details={"limit": key, "max": lim})
-    texts = []
-    for key in ("terms", "prompts"):
-        for t in params.get(key) or []:
-            if isinstance(t, str):
-                texts.append(t)
-            elif isinstance(t, dict) and isinstance(t.get("text"), str):
-                texts.append(t["text"])
-    for key in ("prompt", "text"):
-        if isinstance(params.get(key), str):
-            texts.append(params[key])
-    for t in texts:
-        if len(t) > limits.max_prompt_length:
-            raise TooLarge(f"A style prompt is {len(t)} characters long, more than this server's "
-                           f"limit of {limits.max_prompt_length}; shorten it.",
-                           details={"limit": "max_prompt_length", "max": limits.max_prompt_length})
+                           f"{lim}; use fewer.", details={"limit": lim_name, "max": lim})
+    # (value, parent entry, key, depth); a field's name is spelled out only for an error
+    stack: list = [(params, None, "params", 0)]
+    while stack:
+        entry = stack.pop()
+        v, depth = entry[0], entry[3]
+        if isinstance(v, str):
+            if len(v) > limits.max_prompt_length:
+                raise TooLarge(f"'{_field_name(entry)}' is {len(v)} characters long, more than this server's "
+                               f"limit of {limits.max_prompt_length}; shorten it.",
+                               details={"limit": "max_prompt_length", "max": limits.max_prompt_length})
+            continue
+        if not isinstance(v, (list, dict)):
+            continue
+        if depth >= MAX_PARAMS_DEPTH:
+            raise TooLarge(f"'{_field_name(entry)}' is nested more than {MAX_PARAMS_DEPTH} levels deep.",
+                           details={"limit": "depth", "max": MAX_PARAMS_DEPTH})
+        if len(v) > limits.max_list_items:
+            raise TooLarge(f"'{_field_name(entry)}' has {len(v)} {'items' if isinstance(v, list) else 'entries'}, "
+                           f"more than this server's limit of {limits.max_list_items}; send fewer (large data "
+                           f"travels as arrays).", details={"limit": "max_list_items", "max": limits.max_list_items})
+        items = enumerate(v) if isinstance(v, list) else v.items()
+        stack.extend((x, entry, k, depth + 1) for k, x in items if type(x) not in _SCALARS)
+        if isinstance(v, dict):
+            stack.extend((k, entry, "<key>", depth + 1) for k in v)
+
+
+_SCALARS = {int, float, bool, type(None), bytes}  # nothing to bound inside (bytes: the header's size bounds it)
+
+
+def _field_name(entry) -> str:
+    """``params.terms[0].text`` for a stack entry of :func:`check_params_bounds`."""
+    parts = []
+    while entry is not None:
+        key = entry[2]
+        parts.append(f"[{key}]" if isinstance(key, int) else ("" if entry[1] is None else ".") + str(key))
+        entry = entry[1]
+    return "".join(reversed(parts))
+
+
+def check_avatar_arrays(body: dict, arrays: Mapping[str, np.ndarray], limits: Limits) -> None:
+    """Wire-side checks of a ``put_avatar`` before anything is cast or built: index
+    arrays are integers within range in their own dtype (an int64 ``2**32 + 2`` or a
+    float ``2.7`` would otherwise be cast to a valid-looking index), textures are at
+    least :data:`MIN_TEXTURE_SIDE` pixels per side. Raises :class:`InvalidAvatar`."""
+    for name, target in INDEX_ARRAYS.items():
+        a = arrays.get(name)
+        if a is None:
+            continue
+        if a.dtype.kind not in "iu":
+            raise InvalidAvatar(f"'{name}' must hold integer indices, got {a.dtype}; send int32 indices.")
+        if target is None:
+            n = len(body.get("texture_sets") or [])
+        else:
+            t = arrays.get(target)
+            n = int(t.shape[0]) if t is not None and t.ndim >= 1 else 0
+        if a.size and (int(a.min()) < 0 or int(a.max()) >= n):
+            what = {"faces": "Triangle indices", "uv_faces": "UV indices",
+                    "face_material": "Material indices"}[name]
+            raise InvalidAvatar(f"{what} must lie in [0, {n}); found {int(a.min())}..{int(a.max())}.",
+                                details={"array": name})
+    for name, a in arrays.items():
+        if not name.startswith("texture_"):
+            continue
+        if a.ndim >= 2 and max(a.shape[:2]) > limits.max_texture_size:
+            raise TooLarge(f"Texture '{name}' is {a.shape[1]}x{a.shape[0]}, larger than this "
+                           f"server's limit of {limits.max_texture_size}; scale it down.")
+        if a.ndim < 2 or min(a.shape[:2]) < MIN_TEXTURE_SIDE:
+            raise InvalidAvatar(f"Texture '{name}' has shape {list(a.shape)}; a texture must be at least "
+                                f"{MIN_TEXTURE_SIDE}x{MIN_TEXTURE_SIDE} pixels.", details={"array": name})
 
 
 def check_image(name: str, a: np.ndarray, max_side: int) -> None:
@@ -268,14 +341,11 @@ def check_body(msg: Message, limits: Limits, *, from_client: bool) -> None:
             names = _req(b, "blendshape_names", list, "a list of names", optional=True) or []
             if not all(isinstance(n, str) and len(n) <= 256 for n in names):
                 raise BadMessage("Blendshape names must be strings of at most 256 characters.")
-            for name, a in msg.arrays.items():
-                if name.startswith("texture_") and a.ndim >= 2 and max(a.shape[:2]) > limits.max_texture_size:
-                    raise TooLarge(f"Texture '{name}' is {a.shape[1]}x{a.shape[0]}, larger than this "
-                                   f"server's limit of {limits.max_texture_size}; scale it down.")
+            check_avatar_arrays(b, msg.arrays, limits)
         elif k == "submit":
             _short_str(b, "job", max_len=64)
             params = _req(b, "params", dict, "a map of job parameters", optional=True)
-            check_params_limits(params or {}, limits)
+            check_params_bounds(params or {}, limits)
             for name, a in msg.arrays.items():
                 if "image" in name:
                     check_image(name, a, limits.max_image_side)

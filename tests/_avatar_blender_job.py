@@ -16,7 +16,7 @@ sys.path.insert(0, ROOT)
 
 import bpy  # noqa: E402
 
-from blender_addon import scene_io  # noqa: E402
+from blender_addon import animation, scene_io  # noqa: E402
 from shared.avatar import content_hash  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def imported_sample(glb, out, rep):
     obs = [o for o in bpy.context.scene.objects if o.type == "MESH"]
     ob = obs[0]
     keys = ob.data.shape_keys
-    fcurves = scene_io._fcurves(keys)
+    fcurves = animation.id_fcurves(keys)
     rep["imported"] = {
         "objects": [o.name for o in obs], "vertices": len(ob.data.vertices),
         "shape_keys": [kb.name for kb in keys.key_blocks],
@@ -99,7 +99,7 @@ def handmade(out, rep):
     kb.value = 1.0
     kb.keyframe_insert("value", frame=11)
     kb.value = 0.3
-    for fc in scene_io._fcurves(me.shape_keys):
+    for fc in animation.id_fcurves(me.shape_keys):
         for k in fc.keyframe_points:
             k.interpolation = "LINEAR"
     sc.frame_start, sc.frame_end = 1, 11

@@ -65,7 +65,7 @@ def build_scene(data, engine):
     emit.inputs["Strength"].default_value = 1.0
     outn = nt.nodes.new("ShaderNodeOutputMaterial")
     nt.links.new(tnode.outputs["Color"], emit.inputs["Color"])
-    cam_node = nt.nodes.new("ShaderNodeCameraData")  # linked in for the depth renders only
+    nt.nodes.new("ShaderNodeCameraData")  # linked in for the depth renders only
     nt.links.new(emit.outputs["Emission"], outn.inputs["Surface"])
     mesh.materials.append(mat)
 

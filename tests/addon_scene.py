@@ -17,9 +17,10 @@ def fresh():
 
 
 def make_avatar(name="Head", subdiv=2, shape_keys=("jawOpen", "smile"), uv=True,
-                with_image=True, animate=True):
+                with_image=True, animate=True, stash=False):
     """A UV sphere 'head' with shape keys animated by an action, and a material
-    whose base colour is an image. Returns the object (selected, active)."""
+    whose base colour is an image. ``stash``: also put the action on an NLA track,
+    as Blender's glTF importer does. Returns the object (selected, active)."""
     import bpy
     import bmesh
     scene = bpy.context.scene
@@ -52,6 +53,12 @@ def make_avatar(name="Head", subdiv=2, shape_keys=("jawOpen", "smile"), uv=True,
                 for f, v in ((1, 0.0), (5 + i, 1.0), (10, 0.0)):
                     kb.value = v
                     kb.keyframe_insert("value", frame=f)
+            if stash:
+                ad = key.animation_data
+                track = ad.nla_tracks.new()
+                track.name = ad.action.name
+                track.strips.new(ad.action.name, 1, ad.action)
+                track.mute = True
     mat = bpy.data.materials.new(f"{name} skin")
     if with_image:
         img = bpy.data.images.new(f"{name} base", 16, 16)
@@ -95,7 +102,7 @@ def datablock_hash(obj) -> str:
             h.update(kb.name.encode() + co.tobytes() + str(kb.value).encode())
         ad = key.animation_data
         if ad and ad.action:
-            from blender_addon.selection import _fcurves
+            from blender_addon.animation import fcurves as _fcurves
             h.update(ad.action.name.encode())
             for fc in _fcurves(ad):
                 kp = np.empty(len(fc.keyframe_points) * 2, np.float32)
@@ -149,3 +156,59 @@ def fake_result(objs, name="bronze", tex_size=8, passes=None, frames=(1.0,)):
             "cameras": [], "frames": list(frames), "passes": list((passes or {}).keys())}
     return StylizeResult(body=body, textures=tex, neutral_offsets=neutral,
                          blendshape_offsets=bso, passes=dict(passes or {}))
+
+
+def glb_json(path) -> dict:
+    """The JSON chunk of a GLB file (to check skins, nodes, animations, extras)."""
+    import json
+    import struct
+    data = open(path, "rb").read()
+    n = struct.unpack("<I", data[12:16])[0]
+    return json.loads(data[20:20 + n])
+
+
+def counts() -> tuple:
+    """How many datablocks of each kind an apply could create."""
+    import bpy
+    return tuple(len(c) for c in (bpy.data.objects, bpy.data.meshes, bpy.data.materials,
+                                  bpy.data.images, bpy.data.actions, bpy.data.collections))
+
+
+def make_rigged_avatar(name="Head"):
+    """``make_avatar`` skinned to a two-bone armature (root, head) whose object action
+    nods the head, parented to the armature; plus an 'Eye' mesh parented to an empty
+    that hangs from the head bone. Returns (head mesh, eye mesh, armature)."""
+    import bpy
+    scene = bpy.context.scene
+    head = make_avatar(name)
+    arm_data = bpy.data.armatures.new("Rig")
+    arm = bpy.data.objects.new("Rig", arm_data)
+    scene.collection.objects.link(arm)
+    bpy.context.view_layer.objects.active = arm
+    bpy.ops.object.mode_set(mode="EDIT")
+    root = arm_data.edit_bones.new("root")
+    root.head, root.tail = (0, 0, 0), (0, 0, 1.4)
+    hb = arm_data.edit_bones.new("head")
+    hb.head, hb.tail, hb.parent = (0, 0, 1.4), (0, 0, 1.8), root
+    bpy.ops.object.mode_set(mode="OBJECT")
+    pb = arm.pose.bones["head"]
+    pb.rotation_mode = "XYZ"
+    for f, a in ((1, 0.0), (10, 0.4)):
+        pb.rotation_euler = (a, 0.0, 0.0)
+        pb.keyframe_insert("rotation_euler", frame=f)
+    pb.rotation_euler = (0, 0, 0)
+    head.parent = arm
+    vg = head.vertex_groups.new(name="head")
+    vg.add(list(range(len(head.data.vertices))), 1.0, "REPLACE")
+    mod = head.modifiers.new("Armature", "ARMATURE")
+    mod.object = arm
+    eye_empty = bpy.data.objects.new("Eye socket", None)
+    scene.collection.objects.link(eye_empty)
+    eye_empty.parent, eye_empty.parent_type, eye_empty.parent_bone = arm, "BONE", "head"
+    eye = make_avatar("Eye", subdiv=1, shape_keys=(), animate=False)
+    eye.parent = eye_empty
+    for o in scene.objects:
+        o.select_set(o in (head, eye))
+    bpy.context.view_layer.objects.active = head
+    bpy.context.view_layer.update()
+    return head, eye, arm

@@ -138,6 +138,19 @@ def start_server(*args: str, env: dict | None = None, tmp_path: Path | None = No
                 raise RuntimeError(f"metamorph serve never answered hello:\n{sp.log()}")
 
 
+@pytest.fixture
+def scene():
+    """A fresh Blender scene with the extension registered (Blender-side tests only: it
+    imports bpy, so backend tests, which load torch, never use it)."""
+    import blender_addon
+    from addon_scene import fresh
+
+    sc = fresh()
+    blender_addon.register()
+    yield sc
+    blender_addon.unregister()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """One default server for the session (loopback, --device cpu)."""

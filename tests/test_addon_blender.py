@@ -14,18 +14,12 @@ bpy = pytest.importorskip("bpy")
 from addon_scene import datablock_hash, fake_result, fresh, make_avatar  # noqa: E402
 
 import blender_addon  # noqa: E402
-from blender_addon import panel, passes, pngio, results, rig, selection  # noqa: E402
+from blender_addon import panel, passes, results, rig, selection  # noqa: E402
+from shared import passes as mm_passes  # noqa: E402
+from shared import png as pngio  # noqa: E402
 from shared.errors import InvalidAvatar  # noqa: E402
 
 pytestmark = pytest.mark.blender
-
-
-@pytest.fixture
-def scene():
-    sc = fresh()
-    blender_addon.register()
-    yield sc
-    blender_addon.unregister()
 
 
 # -- registration and panel ------------------------------------------------------
@@ -56,6 +50,10 @@ class RecordingLayout:
         return RecordingLayout(self.log)
 
     row = column = box = split = _sub
+
+    def panel(self, idname, default_closed=False, **k):
+        self.log.append(("panel", idname))
+        return RecordingLayout(self.log), RecordingLayout(self.log)
 
     def label(self, text="", icon="NONE", **k):
         assert isinstance(text, str)
@@ -214,7 +212,7 @@ def test_apply_creates_stylized_copy_and_never_touches_the_original(scene):
     obj.data.shape_keys.key_blocks["jawOpen"].data.foreach_get("co", jaw)
     jaw = jaw.reshape(n, 3)
     res = fake_result([obj], name="bronze", tex_size=8)
-    copies = results.apply_result(scene, [obj], res)
+    copies = results.apply_result(scene, [obj], res, copy_action=True)
 
     assert datablock_hash(obj) == before
     assert len(copies) == 1
@@ -325,15 +323,18 @@ def test_pass_images_saved_and_loaded(scene, tmp_path):
     color = rng.integers(0, 256, (C, N, h, w, 3), dtype=np.uint8)
     depth = rng.uniform(0.5, 3.0, (C, N, h, w, 1)).astype(np.float32)
     normal = rng.uniform(-1, 1, (C, N, h, w, 3)).astype(np.float16)
-    saved = passes.save_passes({"color": color, "depth": depth, "normal": normal},
-                               ["Cam A", "Cam/B"], [1.0, 11.0, 21.0], str(tmp_path / "bronze"))
+    saved = mm_passes.write_passes({"color": color, "depth": depth, "normal": normal},
+                                   ["Cam A", "Cam/B"], [1.0, 11.0, 21.0], str(tmp_path / "bronze"))
     p = saved[("Cam A", "color")][1]
-    assert p == str(tmp_path / "bronze" / "Cam A" / "color" / "0011.png")
+    assert p == str(tmp_path / "bronze" / "passes" / "Cam A" / "color" / "0011.png")
     assert np.array_equal(pngio.read_png(p), color[0, 1])
     d = pngio.read_png(saved[("Cam/B", "depth")][2])
     assert d.dtype == np.uint16 and np.allclose(d[..., 0] / 1000.0, depth[1, 2, ..., 0], atol=6e-4)
     nrm = pngio.read_png(saved[("Cam A", "normal")][0]).astype(np.float32) / 255 * 2 - 1
     assert np.allclose(nrm, normal[0, 0], atol=0.01)
+    assert np.allclose(mm_passes.decode("normal", pngio.read_png(saved[("Cam A", "normal")][0])),
+                       normal[0, 0], atol=0.01)
+    assert np.allclose(mm_passes.decode("depth", d)[..., 0], depth[1, 2, ..., 0], atol=6e-4)
     images = passes.load_pass_images(saved, "bronze")
     assert len(images) == 6
     im = bpy.data.images["MM bronze Cam A color"]
@@ -342,7 +343,7 @@ def test_pass_images_saved_and_loaded(scene, tmp_path):
     assert os.path.samefile(bpy.path.abspath(im.filepath), saved[("Cam A", "color")][0])
     assert bpy.data.images["MM bronze Cam/B depth"].colorspace_settings.name == "Non-Color"
     with pytest.raises(ValueError, match="expected"):
-        passes.save_passes({"color": color}, ["one"], [1.0], str(tmp_path))
+        mm_passes.write_passes({"color": color}, ["one"], [1.0], str(tmp_path))
 
 
 def test_gltf_export_reimports_with_shape_keys_and_animation(scene, tmp_path):
@@ -416,7 +417,6 @@ def listening_router():
 ])
 def test_bad_selection_reports_and_sends_nothing(scene, listening_router, case, expect):
     import zmq
-    from blender_addon import connection
     sock, address = listening_router
     scene.metamorph.output_dir = ""
     obj = make_avatar(uv=case != "no_uvs")
@@ -428,7 +428,7 @@ def test_bad_selection_reports_and_sends_nothing(scene, listening_router, case, 
         t = scene.metamorph.terms.add()
         t.text = "a bronze statue"
     before = datablock_hash(obj)
-    connection.state["connected"] = True  # as if Connect had succeeded
+    bpy.context.window_manager.metamorph.connected = True  # as if Connect had succeeded
     try:
         assert not bpy.ops.metamorph.stylize.poll()
         reports = []
@@ -437,7 +437,7 @@ def test_bad_selection_reports_and_sends_nothing(scene, listening_router, case, 
         with pytest.raises(RuntimeError, match=expect):
             bpy.ops.metamorph.stylize()  # scripts get the same sentence as an error
     finally:
-        connection.state["connected"] = False
+        bpy.context.window_manager.metamorph.connected = False
     assert expect in reports[0]
     assert sock.poll(200, zmq.POLLIN) == 0
     assert datablock_hash(obj) == before
@@ -446,9 +446,10 @@ def test_bad_selection_reports_and_sends_nothing(scene, listening_router, case, 
 
 def test_online_access_is_required_for_remote_addresses():
     from blender_addon import connection
-    assert connection.is_loopback("tcp://127.0.0.1:5557")
-    assert connection.is_loopback("tcp://localhost:5557")
-    assert not connection.is_loopback("tcp://10.0.0.7:5557")
+    from shared.endpoints import is_loopback
+    assert is_loopback("tcp://127.0.0.1:5557")
+    assert is_loopback("tcp://localhost:5557")
+    assert not is_loopback("tcp://10.0.0.7:5557")
     assert connection.address_problem("tcp://127.0.0.1:5557") is None
     assert bpy.app.online_access is False  # the wheel runs offline
     assert "Online access is disabled" in connection.address_problem("tcp://gpu.example.com:5557")
@@ -468,7 +469,7 @@ def test_png_roundtrip():
 
 
 def test_request_carries_image_terms_top_row_first_and_panel_settings(scene):
-    from blender_addon import ops_jobs
+    from blender_addon import request_build
     obj = make_avatar()
     s = scene.metamorph
     s.rig_collection = rig.create_turntable_rig(scene, [obj], 3, (0.0,))
@@ -483,7 +484,8 @@ def test_request_carries_image_terms_top_row_first_and_panel_settings(scene):
     t.kind, t.text, t.weight = "TEXT", "  ", 1.0  # empty prompt: skipped
     s.identity, s.steps, s.seed, s.pass_resolution = 0.25, 7, 3, 48
     scene.frame_start, scene.frame_end, s.frame_step = 1, 9, 4
-    req, arrays = ops_jobs.build_request(bpy.context, [obj], "a" * 64)
+    s.frame_source = "TIMELINE"
+    req, arrays = request_build.build_request(bpy.context, [obj], "a" * 64)
     assert list(arrays) == ["style_image_0"]
     a = arrays["style_image_0"]
     assert a.dtype == np.uint8 and a.shape == (8, 8, 3)
@@ -496,11 +498,11 @@ def test_request_carries_image_terms_top_row_first_and_panel_settings(scene):
 
 
 def test_extraction_matches_apply_layout_and_rejects_vertex_changing_modifiers(scene):
-    from blender_addon import ops_jobs
+    from blender_addon import request_build
     head = make_avatar("Head", subdiv=2)
     eyes = make_avatar("Eyes", subdiv=1, shape_keys=(), animate=False)
     objs = [eyes, head]  # the order avatar_objects() gives: by name
-    av = ops_jobs.extract(bpy.context, objs)
+    av = request_build.extract(bpy.context, objs)
     assert av.num_vertices == len(eyes.data.vertices) + len(head.data.vertices)
     # World-space positions in the same order apply() splits them.
     co = np.empty(len(eyes.data.vertices) * 3, np.float32)
@@ -509,4 +511,4 @@ def test_extraction_matches_apply_layout_and_rejects_vertex_changing_modifiers(s
                        atol=1e-5)
     eyes.modifiers.new("subsurf", "SUBSURF")
     with pytest.raises(InvalidAvatar, match="modifier changes the avatar's vertex count"):
-        ops_jobs.extract(bpy.context, objs)
+        request_build.extract(bpy.context, objs)

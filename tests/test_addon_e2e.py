@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ scene_io = pytest.importorskip("blender_addon.scene_io")
 import addon_utils  # noqa: E402
 
 from addon_scene import datablock_hash  # noqa: E402
-from blender_addon import jobs, ops_jobs, pngio, selection  # noqa: E402
+from blender_addon import job_operator as ops_jobs  # noqa: E402
+from blender_addon import jobs, request_build, selection  # noqa: E402
+from shared import png as pngio  # noqa: E402
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
@@ -68,7 +71,7 @@ def _scene(sample_glb, endpoint, out_dir, hb=3.0):
     s.guidance, s.steps, s.texture_size, s.pass_resolution = "test-tiny", 2, 64, 32
     sc.frame_start, sc.frame_end = 1, 2
     sc.render.resolution_percentage = 100
-    s.frame_step = 1
+    s.frame_source, s.frame_step = "TIMELINE", 1
     s.output_dir = str(out_dir)
     return sc, meshes
 
@@ -83,6 +86,12 @@ def _state(meshes):
             sorted(bpy.data.images.keys()), sorted(bpy.data.materials.keys()))
 
 
+def make_stylize_job(context, extra):
+    """(Job, apply) the way the Stylize operator builds them."""
+    spec = request_build.stylize_spec(context, selection.avatar_objects(context), extra["settings"])
+    return spec.job(context), spec.apply
+
+
 @pytest.fixture
 def disabled_addon():
     yield
@@ -94,14 +103,14 @@ def test_stylize_apply_export_and_render(sample_glb, stylize_server, tmp_path, d
     sc, meshes = _scene(sample_glb, endpoint, tmp_path)
     assert not bpy.ops.metamorph.stylize.poll()  # not connected yet: the button says why
     assert bpy.ops.metamorph.connect() == {"FINISHED"}
-    assert sc.metamorph.device == "cpu"
+    assert bpy.context.window_manager.metamorph.device == "cpu"
     assert bpy.ops.metamorph.stylize.poll()
     before = _state(meshes)
     orig = meshes[0]
 
     # Stylize the way the modal operator does it: timer steps on this thread,
     # each timed (the UI stall a job causes).
-    job, apply = ops_jobs.make_stylize_job(bpy.context, selection.avatar_objects(bpy.context), TINY)
+    job, apply = make_stylize_job(bpy.context, TINY)
     job.start()
     stalls, t0 = [], time.monotonic()
     while True:
@@ -141,9 +150,9 @@ def test_stylize_apply_export_and_render(sample_glb, stylize_server, tmp_path, d
     copy.data.shape_keys.key_blocks[kname].data.foreach_get("co", b)
     want = a.reshape(n, 3) + res.neutral_offsets[:n] + res.blendshape_offsets[0, :n]
     assert np.allclose(b.reshape(n, 3), want, atol=1e-5)
-    # Animation: a copied action drives the copy.
+    # Animation: the original's action drives the copy (the same action, by default).
     ad = copy.data.shape_keys.animation_data
-    assert ad.action is not None and ad.action != orig.data.shape_keys.animation_data.action
+    assert ad.action is not None and ad.action == orig.data.shape_keys.animation_data.action
     # Stylized image, packed, sRGB.
     img = copy.data.materials[0].node_tree.nodes["Principled BSDF"].inputs["Base Color"] \
         .links[0].from_node.image
@@ -151,11 +160,13 @@ def test_stylize_apply_export_and_render(sample_glb, stylize_server, tmp_path, d
     assert img.colorspace_settings.name == "sRGB" and img.packed_file is not None
     # Passes on disk and as datablocks.
     style = sc.metamorph.results[0].name
+    folder = Path(sc.metamorph.results[0].folder)
+    assert folder.parent == tmp_path / "untitled"  # <output>/<blend name>/<style>-<id>/
     cams = selection.rig_cameras(bpy.context)
     for pname in res.passes:
-        p = tmp_path / style / cams[0].name / pname / "0001.png"
+        p = folder / "passes" / cams[0].name / pname / "0001.png"
         assert p.exists(), p
-    color = pngio.read_png(str(tmp_path / style / cams[0].name / "color" / "0002.png"))
+    color = pngio.read_png(str(folder / "passes" / cams[0].name / "color" / "0002.png"))
     assert np.array_equal(color, res.passes["color"][0, 1])
     assert bpy.data.images.get(f"MM {style} {cams[0].name} color") is not None
     # The original is untouched.
@@ -173,11 +184,11 @@ def test_stylize_apply_export_and_render(sample_glb, stylize_server, tmp_path, d
     assert bpy.ops.metamorph.render_turntables() == {"FINISHED"}
     for cam in cams:
         for f in (1, 2):
-            assert (tmp_path / "renders" / style / cam.name / f"{f:04d}.png").exists()
+            assert (folder / "renders" / cam.name / f"{f:04d}.png").exists()
 
     # Bake & export, then the GLB re-imports with the shape keys and animation.
     assert bpy.ops.metamorph.bake_export() == {"FINISHED"}
-    glb = tmp_path / style / f"{style}.glb"
+    glb = folder / f"{style}.glb"
     assert glb.exists()
     assert [datablock_hash(o) for o in meshes] == before[0]
     key_names = [k.name for k in copy.data.shape_keys.key_blocks]
@@ -193,7 +204,7 @@ def test_prepare_runs_on_the_backend(sample_glb, stylize_server, tmp_path, disab
     bpy.ops.metamorph.connect()
     before = _state(meshes)
     settings = dict(TINY["settings"], meta_iterations=1, inner_steps=1)
-    sc.metamorph.steps = 1
+    sc.metamorph.iterations = 1
     assert bpy.ops.metamorph.prepare(settings=json.dumps(settings)) == {"FINISHED"}
     assert jobs.last.state == "done" and jobs.last.kind == "prepare"
     assert _state(meshes) == before
@@ -220,7 +231,7 @@ def test_cancel_mid_job_leaves_scene_unchanged(sample_glb, stylize_server, tmp_p
     sc.metamorph.steps = 200
     bpy.ops.metamorph.connect()
     before = _state(meshes)
-    job, apply = ops_jobs.make_stylize_job(bpy.context, selection.avatar_objects(bpy.context), TINY)
+    job, apply = make_stylize_job(bpy.context, TINY)
 
     def cancel_on_progress(j):
         if j.progress.get("step"):
@@ -248,8 +259,7 @@ def test_killed_backend_reports_within_heartbeat_and_changes_nothing(sample_glb,
         sc.metamorph.steps = 200
         bpy.ops.metamorph.connect()
         before = _state(meshes)
-        job, apply = ops_jobs.make_stylize_job(bpy.context,
-                                               selection.avatar_objects(bpy.context), TINY)
+        job, apply = make_stylize_job(bpy.context, TINY)
 
         def kill_on_progress(j):
             if j.progress.get("step"):
@@ -263,8 +273,21 @@ def test_killed_backend_reports_within_heartbeat_and_changes_nothing(sample_glb,
         print(f"\ndead backend reported after {waited:.2f} s: {msg}")
         assert level == "ERROR" and "metamorph serve" in msg
         assert waited < hb + 2.0
-        assert sc.metamorph.connection == "not connected"
+        assert bpy.context.window_manager.metamorph.connection == "not connected"
         assert _state(meshes) == before
         assert bpy.data.collections.get("Metamorph Results") is None
     finally:
         sp.stop()
+
+
+def test_connect_offers_the_backends_guidance_models(sample_glb, stylize_server, tmp_path,
+                                                     disabled_addon):
+    from blender_addon import properties
+    sc, _ = _scene(sample_glb, stylize_server.endpoint, tmp_path)
+    assert bpy.ops.metamorph.connect() == {"FINISHED"}
+    items = {i[0]: i[1] for i in properties.guidance_items(sc.metamorph, bpy.context)}
+    assert "test-tiny" in items and "test model" in items["test-tiny"]
+    sc.metamorph.guidance_menu = "test-tiny"
+    assert sc.metamorph.guidance == "test-tiny"
+    assert bpy.ops.metamorph.disconnect() == {"FINISHED"}
+    assert not bpy.ops.metamorph.stylize.poll()

@@ -149,3 +149,15 @@ def test_local_backend_start_stop_and_killed_mid_job(tmp_path):
     assert not backend_process.running() and not os.path.exists(pf)
     with pytest.raises(ValueError, match="Local backend Python"):
         backend_process.start("", address)
+
+
+def test_background_mode_prints_progress_lines(server, capfd):
+    """``blender -b`` scripts see what a long job is doing, as it happens."""
+    work = functools.partial(jobs.run_job, kind="selfcheck",
+                             params={"steps": 3, "step_delay_s": 0.01}, arrays={})
+    job = jobs.Job("selfcheck", work, _opts(server.endpoint))
+    job.run_blocking()
+    assert job.state == "done", job.error
+    out = capfd.readouterr().out
+    assert "Metamorph selfcheck: queued" in out
+    assert "Metamorph selfcheck: selfcheck 3/3" in out

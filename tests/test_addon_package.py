@@ -72,8 +72,8 @@ def test_zip_installs_and_enables_in_blender(built_zip, tmp_path):
         "assert mod in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())\n"
         "p = bpy.context.preferences.addons[mod].preferences\n"
         "import importlib\n"
-        "c = importlib.import_module(mod + '.connection')\n"
-        "print('RESULT', p.backend_address, c.client_module().__name__, "
+        "c = importlib.import_module(mod + '._shared')\n"
+        "print('RESULT', p.backend_address, c.client.__name__, "
         "hasattr(bpy.types.Scene, 'metamorph'), bpy.ops.metamorph.stylize.poll())\n")
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
     r = subprocess.run([sys.executable, str(script), built_zip], capture_output=True, text=True,

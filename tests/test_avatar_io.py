@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from backend.avatar import load_avatar, sample_avatar, save_glb
-from backend.avatar.gltf_io import MAX_ELEMENTS
+from backend.avatar.gltf_read import MAX_ELEMENTS
 from shared.avatar import content_hash, validate
 from shared.errors import InvalidAvatar, TooLarge
 
@@ -128,15 +128,18 @@ def _multi_node_glb(path):
     times = b.acc(np.array([0.0, 1.0], np.float32), "SCALAR")
     weights = b.acc(np.array([0.0, 1.0], np.float32), "SCALAR")
     anim = gl.Animation(samplers=[gl.AnimationSampler(input=times, output=weights)],
-                        channels=[gl.AnimationChannel(sampler=0, target=gl.AnimationChannelTarget(node=1, path="weights"))])
+                        channels=[gl.AnimationChannel(sampler=0,
+                                                      target=gl.AnimationChannelTarget(node=1, path="weights"))])
     return b.save(
         path, scene=0, scenes=[gl.Scene(nodes=[0])],
         nodes=[gl.Node(name="body", mesh=0, translation=[0, 0, -1], children=[1]),
                gl.Node(name="face", mesh=1, scale=[2, 2, 2])],
         meshes=[gl.Mesh(name="body", primitives=[p0, p1]),
                 gl.Mesh(name="face", primitives=[p2], extras={"targetNames": ["smile"]})],
-        materials=[gl.Material(name="tex", pbrMetallicRoughness=gl.PbrMetallicRoughness(baseColorTexture=gl.TextureInfo(index=0))),
-                   gl.Material(name="flat", pbrMetallicRoughness=gl.PbrMetallicRoughness(baseColorFactor=[0.2, 0.4, 0.6, 1.0]))],
+        materials=[gl.Material(name="tex", pbrMetallicRoughness=gl.PbrMetallicRoughness(
+                       baseColorTexture=gl.TextureInfo(index=0))),
+                   gl.Material(name="flat", pbrMetallicRoughness=gl.PbrMetallicRoughness(
+                       baseColorFactor=[0.2, 0.4, 0.6, 1.0]))],
         textures=[gl.Texture(source=0)], images=[img], animations=[anim])
 
 

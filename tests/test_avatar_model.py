@@ -72,3 +72,41 @@ def test_wire_round_trip_keeps_everything():
     assert b.track.fps == 30.0 and np.array_equal(b.track.weights, a.track.weights)
     with pytest.raises(InvalidAvatar, match="incomplete"):
         from_wire(body, {k: v for k, v in arrays.items() if k != "uvs"})
+
+
+def test_point_transforms_have_one_home_used_by_the_backend_and_the_addon():
+    """The hash depends on these bits: Y-up <-> Z-up and float64 matrices rounded to float32.
+    The backend's glTF/OBJ loaders and the add-on's extraction call the shared copy; none keeps
+    its own."""
+    import ast
+    from pathlib import Path
+
+    from shared.avatar import YUP_TO_ZUP, apply_affine, yup_to_zup, zup_to_yup
+
+    p = np.array([[1.0, 2.0, 3.0], [0.1, -0.2, 0.3]], np.float32)
+    assert yup_to_zup(p).tolist() == np.float32([[1, -3, 2], [0.1, -0.3, -0.2]]).tolist()
+    assert np.array_equal(zup_to_yup(yup_to_zup(p)), p) and yup_to_zup(p).dtype == np.float32
+    assert np.array_equal(YUP_TO_ZUP[:3, :3] @ p[0].astype(np.float64), yup_to_zup(p)[0])
+    M = np.eye(4)
+    M[:3, :3] *= 1 / 3
+    M[:3, 3] = (0.1, 0.2, 0.3)
+    out = apply_affine(M, p)
+    assert out.dtype == np.float32
+    assert np.array_equal(out, (p.astype(np.float64) / 3 + [0.1, 0.2, 0.3]).astype(np.float32))
+    same = apply_affine(np.eye(4), p)
+    assert np.array_equal(same, p) and same is not p
+    root = Path(__file__).resolve().parents[1]
+    users = {"blender_addon/scene_io.py": "apply_affine", "backend/avatar/gltf_load.py": "apply_affine",
+             "backend/avatar/obj_io.py": "yup_to_zup", "backend/avatar/gltf_save.py": "zup_to_yup"}
+    for rel, name in users.items():
+        assert name in (root / rel).read_text(), rel
+    # no private copies left in the modules that used to hold them: no function applies a world
+    # matrix ([:3, :3].T ... [:3, 3]) or swaps Y and Z (columns [0, 2, 1]) itself
+    for rel in ["blender_addon/scene_io.py", "backend/avatar/obj_io.py",
+                *(str(f.relative_to(root)) for f in (root / "backend" / "avatar").glob("gltf_*.py"))]:
+        tree = ast.parse((root / rel).read_text(), rel)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                src = ast.unparse(node)
+                assert not ("[:3, :3].T" in src and "[:3, 3]" in src), f"{rel}: {node.name} applies a matrix"
+                assert "[0, 2, 1]]" not in src, f"{rel}: {node.name} swaps Y and Z itself"

@@ -7,7 +7,8 @@ from PIL import Image, ImageDraw
 from backend.avatar import AvatarParams, sample_avatar
 from backend.avatar.blendshapes import ARKIT_NAMES
 from backend.avatar.params import COLOR_NAMES, DISCRETE, SHAPE_NAMES, VECTOR_SIZE, random_params
-from backend.avatar.sample import PART_NAMES, build_geometry, landmarks
+from backend.avatar.layout import ATLAS, PART_NAMES
+from backend.avatar.sample import build_geometry, landmarks
 from shared.avatar import content_hash, validate
 from shared.errors import InvalidParams
 
@@ -151,7 +152,8 @@ def test_blendshapes_are_local_and_plausible(av, geom):
     v = av.vertices
     names = av.blendshape_names
     D = {n: av.blendshapes[names.index(n)] for n in names}
-    static = np.isin(geom.part_of_vertex, [PART_NAMES.index(p) for p in ("eye_L", "eye_R", "ear_L", "ear_R", "hair", "glasses")])
+    static = np.isin(geom.part_of_vertex,
+                     [PART_NAMES.index(p) for p in ("eye_L", "eye_R", "ear_L", "ear_R", "hair", "glasses")])
     for n in names:
         m = _moved(D[n])
         assert m.any(), n
@@ -163,7 +165,8 @@ def test_blendshapes_are_local_and_plausible(av, geom):
         x, z = lm[key]
         m = _moved(D[n])
         assert np.all(np.abs(v[m, 0] - x) < 0.03) and np.all(np.abs(v[m, 2] - z) < 0.03), n
-        col = (np.abs(v[:, 0] - x) < 0.0025) & (np.abs(v[:, 2] - z) < lm["eye_h"] * 1.05) & _part(geom, "skin") & (v[:, 1] < 0)
+        col = ((np.abs(v[:, 0] - x) < 0.0025) & (np.abs(v[:, 2] - z) < lm["eye_h"] * 1.05)
+               & _part(geom, "skin") & (v[:, 1] < 0))
         up = col & (v[:, 2] > z)
         lo = col & (v[:, 2] < z)
         assert up.any() and lo.any()
@@ -174,7 +177,8 @@ def test_blendshapes_are_local_and_plausible(av, geom):
     # jawOpen: opens the mouth and drops the chin, nothing above the nose moves
     m = _moved(D["jawOpen"])
     assert v[m, 2].max() < lm["nose_tip"][1]
-    chin = _part(geom, "skin") & (np.abs(v[:, 0]) < 0.004) & (np.abs(v[:, 2] - lm["chin"][1]) < 0.006) & (v[:, 1] < -0.04)
+    chin = (_part(geom, "skin") & (np.abs(v[:, 0]) < 0.004) & (np.abs(v[:, 2] - lm["chin"][1]) < 0.006)
+            & (v[:, 1] < -0.04))
     assert D["jawOpen"][chin, 2].mean() < -0.01
     mx, mz = lm["mouth"]
     centre = _part(geom, "skin") & (np.abs(v[:, 0]) < 0.004) & (np.abs(v[:, 2] - mz) < 0.0015)
@@ -228,7 +232,6 @@ def test_albedo_paints_features(av, geom):
     # blue eyes are blue, brown eyes are not; the pupil is dark
     for ec, blue in ((1.0, True), (0.0, False)):
         im = sample_avatar(AvatarParams(eye_color=ec), texture_size=256, with_track=False).texture_sets[0].image
-        from backend.avatar.sample import ATLAS
         u0, v0, u1, v1 = ATLAS["eye_L"]
         cx, cy = (u0 + u1) / 2, (v0 + v1) / 2
         rr = (u1 - u0) / 2

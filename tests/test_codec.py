@@ -221,3 +221,57 @@ def test_limits_are_data_and_round_trip():
     # sized for the transport benchmark avatar
     assert LIMITS.max_vertices >= 50_000 and LIMITS.max_faces >= 100_000
     assert LIMITS.max_blendshapes >= 52 and LIMITS.max_texture_size >= 2048
+
+
+# --- issue 14.5: headers are bounded while they are built ------------------------------------
+
+def test_header_container_budget_and_lengths():
+    many = msgpack.packb([[[]] * 1100 for _ in range(64)])  # ~70k lists in 70 KB
+    with pytest.raises(TooLarge, match="lists and maps"):
+        codec.unpack_header(many, 1 << 20)
+    with pytest.raises(TooLarge, match="items"):
+        codec.unpack_header(msgpack.packb(list(range(codec.MAX_CONTAINER_LEN + 1))), 1 << 20)
+    # a list claiming more items than the header has bytes is malformed, not large
+    with pytest.raises(BadMessage):
+        codec.unpack_header(b"\xdd\xff\xff\xff\xff\x90", 1 << 20)
+    ok = msgpack.packb({"a": [{"x": []}] * 30_000})
+    assert len(codec.unpack_header(ok, 1 << 20)["a"]) == 30_000
+
+
+def test_peek_id_skips_the_rest_of_a_bomb():
+    n = 1_000_000
+    frame = (b"\x82" + msgpack.packb("body") + b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n
+             + msgpack.packb("id") + msgpack.packb("req-7"))
+    assert protocol.peek_id([frame]) == "req-7"
+    assert protocol.peek_id([b"\xc1"]) == "" and protocol.peek_id([]) == ""
+
+
+# --- issue 14.4 / 14.6: params bounds and put_avatar's wire checks -----------------------------
+
+def test_params_bounds_apply_to_every_text_list_and_map():
+    lim = LIMITS.replace(max_prompt_length=10, max_list_items=5)
+    protocol.check_params_bounds({"name": "x" * 10, "l": [1] * 5, "m": {str(i): i for i in range(5)}}, lim)
+    for bad, what in (({"name": "x" * 11}, "characters"), ({"l": [1] * 6}, "items"),
+                      ({"m": {str(i): i for i in range(6)}}, "entries"), ({"x" * 11: 1}, "characters"),
+                      ({"styles": [["a"]] * 6}, "items")):
+        with pytest.raises(TooLarge, match=what):
+            protocol.check_params_bounds(bad, lim)
+
+
+def test_avatar_index_arrays_are_checked_in_their_own_dtype():
+    v = np.zeros((4, 3), np.float32)
+    body = {"texture_sets": [{"name": "t", "base_color": [1, 1, 1]}]}
+    good = {"vertices": v, "uvs": np.zeros((4, 2), np.float32), "faces": np.array([[0, 1, 2]], np.int64),
+            "uv_faces": np.array([[0, 1, 2]], np.uint16), "face_material": np.zeros(1, np.int32),
+            "texture_0": np.zeros((2, 2, 3), np.uint8)}
+    protocol.check_avatar_arrays(body, good, LIMITS)
+    from shared.errors import InvalidAvatar
+
+    for name, arr, match in (("faces", np.array([[0, 1, 2 ** 32 + 2]], np.int64), "Triangle indices"),
+                             ("faces", np.array([[0, 1, 2.7]], np.float64), "integer indices"),
+                             ("uv_faces", np.array([[0, 1, 4]], np.int32), "UV indices"),
+                             ("face_material", np.ones(1, np.int32), "Material indices"),
+                             ("texture_0", np.zeros((1, 9, 3), np.uint8), "at least 2x2"),
+                             ("texture_0", np.zeros((0, 0, 3), np.uint8), "at least 2x2")):
+        with pytest.raises(InvalidAvatar, match=match):
+            protocol.check_avatar_arrays(body, dict(good, **{name: arr}), LIMITS)

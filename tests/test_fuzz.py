@@ -4,6 +4,11 @@ Each family of malformed input has the error codes it may get back. Every
 message must be answered with a typed error (or, for frames over MAXMSGSIZE,
 dropped by libzmq), the server must stay up with bounded memory, and a
 well-formed request must still succeed afterwards.
+
+Issue 14's families on top: header amplification and deep parameters (in the
+malformed mix), routing-id takeover, a per-client quota flood, guidance-name
+growth, and hostile glTF/OBJ files (references outside their folder, a PNG that
+declares 30000x30000, an OBJ over the limits).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 
 import msgpack
 import numpy as np
@@ -20,7 +26,7 @@ import zmq
 
 from conftest import start_server
 from shared import PROTOCOL_VERSION, avatar, protocol
-from shared.errors import ERRORS_BY_CODE, ServerUnavailable
+from shared.errors import ERRORS_BY_CODE, Busy, InvalidParams, ServerUnavailable
 
 MAX_MSG = 4 << 20  # the fuzz server's max_message_bytes (= ZMQ MAXMSGSIZE)
 PER_FAMILY = 110
@@ -202,10 +208,32 @@ def f_bad_bools_and_wrong_array_names(rng):
             b"\0"], BAD
 
 
+def f_amplification(rng):
+    """A small header that would build many containers: empty lists/maps in params."""
+    n = rng.choice([2_000, 20_000, 60_000])
+    item = rng.choice([b"\x90", b"\x80", b"\x91\x90"])
+    params = b"\x81" + pack("x") + b"\xdd" + n.to_bytes(4, "big") + item * n
+    h = pack({"v": PROTOCOL_VERSION, "id": "fz", "kind": "submit", "arrays": [],
+              "body": {"job": "selfcheck"}})
+    body_at = h.index(pack("body"))
+    # rebuild {"body": {"job": ..., "params": <params>}} by hand: the packer would materialize it
+    frame = h[:body_at] + pack("body") + b"\x82" + pack("job") + pack("selfcheck") + pack("params") + params
+    return [frame], SIZE
+
+
+def f_deep_params(rng):
+    depth = rng.randint(protocol.MAX_PARAMS_DEPTH + 1, 200)
+    x: list = []
+    for _ in range(depth):
+        x = [x] if rng.random() < 0.5 else {"k": x}
+    return [pack(hdr("submit", {"job": "selfcheck", "params": {"x": x}}))], SIZE
+
+
 FAMILIES = [f_random_bytes, f_random_multipart, f_not_a_map, f_wrong_field_types, f_missing_fields,
             f_wrong_version, f_unknown_kind, f_frame_count_mismatch, f_frame_length_mismatch,
             f_huge_shapes, f_bad_dtypes, f_nan_arrays, f_truncated_header, f_bad_params,
-            f_unknown_ids, f_bad_avatar, f_deep_nesting, f_bit_flips, f_bad_bools_and_wrong_array_names]
+            f_unknown_ids, f_bad_avatar, f_deep_nesting, f_bit_flips, f_bad_bools_and_wrong_array_names,
+            f_amplification, f_deep_params]
 
 _AV = None
 
@@ -240,6 +268,7 @@ class RssSampler(threading.Thread):
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory):
     sp = start_server("--limit", f"max_message_bytes={MAX_MSG}", "--limit", "max_header_bytes=65536",
+                      "--limit", "max_list_items=1000",
                       tmp_path=tmp_path_factory.mktemp("fuzz"))
     yield sp
     sp.stop()
@@ -306,15 +335,73 @@ def test_fuzz_thousands_of_malformed_messages(fuzz_server):
     sampler.join(1)
     peak_mb, base_mb = sampler.peak / 2 ** 20, baseline / 2 ** 20
     print(f"\nfuzz: {sent} malformed messages sent, {answered} answered (typed errors by code: "
-          f"{dict(sorted(by_code.items()))}; the rest valid after bit flips), 3 oversized dropped; server RSS {base_mb:.0f} MB "
-          f"before, peak {peak_mb:.0f} MB")
+          f"{dict(sorted(by_code.items()))}; the rest valid after bit flips), 3 oversized dropped; "
+          f"server RSS {base_mb:.0f} MB before, peak {peak_mb:.0f} MB")
     assert sent >= 2000 and answered >= 2000
     assert sp.alive
     assert peak_mb - base_mb < 512, f"server memory grew by {peak_mb - base_mb:.0f} MB"
 
 
+def test_fuzz_routing_id_takeover(fuzz_server):
+    """Intruders presenting victims' routing ids never see or touch the victims' jobs."""
+    from test_server_hardening import ask, raw_socket, receive
+
+    victims = []
+    for _ in range(4):
+        ident = uuid.uuid4().bytes
+        s = raw_socket(fuzz_server.endpoint, ident)
+        jid = ask(s, "submit", {"job": "selfcheck", "params": {"steps": 2000, "step_delay_s": 0.05}}).body["job_id"]
+        victims.append((ident, s, jid))
+    intruders = [raw_socket(fuzz_server.endpoint, ident) for ident, _, _ in victims for _ in range(3)]
+    try:
+        for k, intruder in enumerate(intruders):
+            jid = victims[k // 3][2]
+            intruder.send_multipart(protocol.encode(random.choice(["status", "cancel"]), "fz", {"job_id": jid}))
+        assert all(receive(i, 0.1) == [] for i in intruders)
+        for ident, s, jid in victims:
+            assert ask(s, "status", {"job_id": jid}).body["jobs"][0]["state"] in ("queued", "running")
+            assert ask(s, "cancel", {"job_id": jid}).body["state"] in ("cancelled", "cancelling")
+    finally:
+        for s in intruders + [v[1] for v in victims]:
+            s.close(0)
+    assert fuzz_server.alive
+
+
+def test_fuzz_per_client_quota_flood(fuzz_server):
+    with fuzz_server.client() as greedy, fuzz_server.client() as other:
+        quota = greedy.hello()["max_jobs_per_client"]
+        codes = []
+        for _ in range(40):
+            try:
+                greedy.submit("selfcheck", {"steps": 2000, "step_delay_s": 0.05})
+                codes.append("ok")
+            except Busy:
+                codes.append("busy")
+        assert codes.count("ok") == quota and codes.count("busy") == 40 - quota
+        theirs = other.submit("selfcheck", {"steps": 1})  # the queue itself is not full
+        for row in greedy.status()["jobs"]:
+            if row["state"] in ("queued", "running"):
+                greedy.cancel(row["job_id"])
+        assert other.wait(theirs, timeout_s=60).body["result"]["steps"] == 1
+
+
+def test_fuzz_guidance_name_growth(fuzz_server):
+    proc = psutil.Process(fuzz_server.pid)
+    before = proc.memory_info().rss
+    with fuzz_server.client() as c:
+        c.hello()
+        for i in range(200):
+            name = random.choice([f"test-tiny:{i}", f"hf-hub:org/model-{i}", f"local-dir:/m/{i}", f"ViT-B-32:tag{i}",
+                                  f"/weights/{i}.bin", f"model-{i}"])
+            with pytest.raises(InvalidParams):
+                c.submit("selfcheck", {"steps": 1, "guidance": name})
+        assert c.status()["jobs"] == []
+    grown = (proc.memory_info().rss - before) / 2 ** 20
+    assert grown < 20, f"200 guidance names grew the server by {grown:.0f} MB"
+
+
 def test_client_detects_a_killed_server(fuzz_server):
-    """Runs last in this module: SIGKILL, no goodbye; the heartbeat notices."""
+    """Runs last of the tests that use the fuzz server: SIGKILL, no goodbye; the heartbeat notices."""
     with fuzz_server.client(heartbeat_s=0.2, server_timeout_s=1.0) as c:
         c.hello()
         fuzz_server.kill()
@@ -323,3 +410,90 @@ def test_client_detects_a_killed_server(fuzz_server):
             while time.monotonic() - t0 < 10:
                 c.poll(0.05)
         assert time.monotonic() - t0 < 2.5
+
+
+# --- the file attacks (issue 14.10 / 14.11): hostile glTF/OBJ files are typed errors ---------------
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` and whose data is one tiny
+    zlib stream: decoding it would allocate width*height bytes; checking it must not."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _gltf(buffer_uri: str, image_uri: str | None) -> dict:
+    doc = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+           "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2}]}],
+           "buffers": [{"uri": buffer_uri, "byteLength": 68}],
+           "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": 36},
+                           {"buffer": 0, "byteOffset": 36, "byteLength": 24},
+                           {"buffer": 0, "byteOffset": 60, "byteLength": 6}],
+           "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
+                          "min": [0, 0, 0], "max": [1, 1, 0]},
+                         {"bufferView": 1, "componentType": 5126, "count": 3, "type": "VEC2"},
+                         {"bufferView": 2, "componentType": 5123, "count": 3, "type": "SCALAR"}]}
+    if image_uri is not None:
+        doc["meshes"][0]["primitives"][0]["material"] = 0
+        doc["materials"] = [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}]
+        doc["textures"] = [{"source": 0}]
+        doc["images"] = [{"uri": image_uri}]
+    return doc
+
+
+def test_fuzz_file_attacks(tmp_path):
+    """Every hostile file is refused with a typed error naming it; nothing outside the
+    file's folder is read into the avatar, and no image is decoded past the limits."""
+    import json
+
+    from shared.errors import MetamorphError
+
+    pytest.importorskip("torch")  # the avatar readers live in the backend
+    from backend.avatar.io import load_avatar
+
+    outside, inside = tmp_path / "outside", tmp_path / "model"
+    outside.mkdir()
+    inside.mkdir()
+    geometry = (np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32).tobytes()
+                + np.array([[0, 0], [1, 0], [0, 1]], np.float32).tobytes() + np.array([0, 1, 2], np.uint16).tobytes()
+                + b"\0\0")
+    (outside / "secret.bin").write_bytes(geometry)
+    (inside / "mesh.bin").write_bytes(geometry)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(outside / "secret.png")
+    Image.new("RGB", (8, 8), (0, 255, 0)).save(inside / "ok.png")
+    (inside / "bomb.png").write_bytes(_png_header_only(30_000, 30_000))
+    rng = random.Random(1410)
+    cases = []
+    for buffer_uri in ("../outside/secret.bin", str(outside / "secret.bin"), f"file://{outside}/secret.bin",
+                       "..%2Foutside%2Fsecret.bin", "sub/../../outside/secret.bin"):
+        cases.append(("buffer " + buffer_uri, _gltf(buffer_uri, None)))
+    for image_uri in ("../outside/secret.png", str(outside / "secret.png"), "..\\outside\\secret.png",
+                      "bomb.png"):
+        cases.append(("image " + image_uri, _gltf("mesh.bin", image_uri)))
+    rng.shuffle(cases)
+    for i, (what, doc) in enumerate(cases):
+        path = inside / f"case{i}.gltf"
+        path.write_text(json.dumps(doc))
+        with pytest.raises(MetamorphError) as e:
+            load_avatar(path)
+        assert e.value.code in ("invalid_avatar", "too_large"), (what, e.value.code)
+        assert str(path) in e.value.message, (what, e.value.message)
+    # the same file with its references inside its folder loads
+    good = inside / "good.gltf"
+    good.write_text(json.dumps(_gltf("mesh.bin", "ok.png")))
+    av = load_avatar(good)
+    assert av.num_vertices == 3 and av.texture_sets[0].image[0, 0, 1] == 255
+    # an OBJ over the limits is refused from its declared counts, before it is built
+    obj = inside / "big.obj"
+    obj.write_text("".join(f"v {i} 0 0\n" for i in range(300)) + "vt 0 0\n"
+                   + "".join(f"f {i + 1}/1 {i + 2}/1 {i + 3}/1\n" for i in range(298)))
+    with pytest.raises(MetamorphError) as e:
+        load_avatar(obj, limits={"max_faces": 100})
+    assert e.value.code == "too_large"

@@ -2,7 +2,6 @@
 ValueError or returns finite passes and finite gradients (never crashes)."""
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -3,7 +3,6 @@ vertex positions on interior pixels, and good enough to recover a texture and a
 smooth displacement by optimisation."""
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from backend.render import Lights, RenderSettings, render
+from backend.render.kernels import CPU_NUMBA, TORCH, kernel_set
 from backend.render.procedural import checker_texture, look_at, uv_sphere
 from shared.camera import Camera
 
@@ -207,3 +208,32 @@ def test_threaded_fused_kernels_equal_single_threaded():
         assert torch.equal(o1[p], o2[p]), p
     assert torch.equal(gv1, gv2)  # per-view accumulation: bit-identical
     assert torch.allclose(gt1, gt2, rtol=1e-5, atol=1e-6)  # per-thread texture buffers summed
+
+
+def test_flat_normals_without_a_normal_pass_render_on_both_kernel_sets():
+    """smooth_normals=False with passes that read no normals (the torch path used to
+    look for corner positions it had not gathered)."""
+    outs = []
+    for fused in (True, False):
+        v, f, uv, uf, mat, cams = _scene(torch.float32)
+        texs = [torch.tensor(checker_texture(16, 4)), torch.tensor(checker_texture(8, 2))]
+        outs.append(render(v, f, uv, uf, texs, mat, cams, passes=("albedo", "depth", "alpha"), smooth_normals=False,
+                           fused=fused))
+    assert outs[0]["alpha"].sum() > 100
+    for p in ("albedo", "depth", "alpha"):
+        assert torch.allclose(outs[0][p], outs[1][p], atol=2e-5), p
+
+
+def test_one_kernel_set_per_device_and_dtype_and_one_options_type():
+    cpu = torch.device("cpu")
+    assert kernel_set(cpu, torch.float32) is CPU_NUMBA
+    assert kernel_set(cpu, torch.float64) is TORCH and kernel_set(cpu, torch.float32, fused=False) is TORCH
+    assert kernel_set(torch.device("cuda"), torch.float32) is TORCH
+    with pytest.raises(ValueError, match="texture_wrap"):
+        RenderSettings(texture_wrap="mirror")
+    with pytest.raises(ValueError, match="lights.space"):
+        RenderSettings(lights=Lights(space="object"))
+    with pytest.raises(TypeError, match="RenderSettings"):
+        v, f, uv, uf = quad()
+        render(v[None], f, uv, uf, [torch.ones(2, 2, 3)], None, [TOP], pases=("color",))
+    assert RenderSettings(passes=["alpha"]).passes == ("alpha",)

@@ -216,7 +216,7 @@ def test_silent_client_cancelled_then_sigterm_and_client_notices(tmp_path):
 
 
 def test_avatar_cache_is_bounded_lru_and_frozen():
-    from backend.server import AvatarCache, _freeze, avatar_nbytes
+    from backend.server import AvatarCache, avatar_nbytes, freeze_avatar
 
     avs = [small_avatar(seed=s) for s in range(4)]
     one = avatar_nbytes(avs[0])
@@ -227,6 +227,6 @@ def test_avatar_cache_is_bounded_lru_and_frozen():
     cache.put("k2", avs[2])  # over the byte bound: least recently used (k1) goes
     assert "k1" not in cache and "k0" in cache and "k2" in cache
     assert cache.nbytes == 2 * one
-    _freeze(avs[3])
+    freeze_avatar(avs[3])
     with pytest.raises(ValueError):
         avs[3].vertices[0, 0] = 1.0  # jobs cannot modify a cached avatar

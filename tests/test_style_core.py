@@ -9,7 +9,7 @@ import torch
 
 from shared.errors import GuidanceUnavailable, InvalidParams
 from backend.style import augment, losses
-from backend.style.guidance import TEST_MODEL, _load, available_models, load_guidance
+from backend.style.guidance import TEST_MODEL, available_models, load_guidance
 from backend.style.testing import tiny_avatar
 from backend.style.uvmaps import VertexSampler, avatar_uv_maps, rasterize_uv
 
@@ -51,7 +51,7 @@ def test_checkpoint_file_loads_real_weights(tmp_path, tiny_guidance):
     # gives exactly the embeddings of the model it was saved from.
     p = tmp_path / "tiny.pt"
     torch.save(tiny_guidance.model.state_dict(), p)
-    g = _load("metamorph-test-tiny", str(p), "cpu", False)
+    g = load_guidance("metamorph-test-tiny", str(p), allow_download=False, cache=False)
     assert not g.is_test_model
     a = g.encode_text(["a bronze statue"])
     b = tiny_guidance.encode_text(["a bronze statue"])
@@ -59,7 +59,7 @@ def test_checkpoint_file_loads_real_weights(tmp_path, tiny_guidance):
 
 
 def test_test_model_is_deterministic_labelled_and_uses_real_tokenizer(tiny_guidance):
-    g2 = _load(TEST_MODEL, None, "cpu", False)  # fresh instance, same seeded weights
+    g2 = load_guidance(TEST_MODEL, allow_download=False, cache=False)  # fresh instance, same seeded weights
     assert tiny_guidance.is_test_model and g2.is_test_model
     t = ["a bronze statue", "an anime character"]
     e1, e2 = tiny_guidance.encode_text(t), g2.encode_text(t)

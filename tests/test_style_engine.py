@@ -3,10 +3,10 @@ written outputs, the stylized GLB re-imported with its morph targets, and the
 `metamorph stylize` command (test guidance model, tiny resolutions)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
-import torch
 
 from shared.avatar import content_hash
 from shared.stylize import StyleTerm, StylizeRequest
@@ -59,7 +59,7 @@ def test_result_has_the_contract_shapes_orders_and_labels(cache):
     assert cover.mean() > 0.05 and (P["depth"][..., 0][cover] > 0).all()
     md = res.body["metadata"]
     assert md["guidance"] == "test-tiny" and md["guidance_is_test_model"] is True and "warning" in md
-    assert md["steps"] == 4 and len(md["losses"]) == 4 and md["init"] == "fitted"
+    assert md["steps"] == 4 and len(md["losses"]) == 4 and md["init"] == "identity"
     assert 0.5 <= md["expression_dampening"] <= 1.5
     assert md["prompts"][0]["text"] == "a bronze statue"
     # The wire form round-trips.
@@ -82,7 +82,7 @@ def test_image_guided_run_moves_colour_toward_the_style_image(cache):
     assert d1 < d0 - 5.0, (before, after, target)
 
 
-def test_outputs_and_stylized_glb_reimport_with_morph_targets(cache, tmp_path):
+def test_outputs_and_stylized_glb_reimport_with_morph_targets(cache, tmp_path, monkeypatch):
     from backend.avatar import load_avatar
 
     av = tiny_avatar()
@@ -92,7 +92,10 @@ def test_outputs_and_stylized_glb_reimport_with_morph_targets(cache, tmp_path):
     summary = json.loads((tmp_path / "out" / "result.json").read_text())
     assert summary["metadata"]["guidance_is_test_model"] is True
     assert (tmp_path / "out" / "contact_sheet.png").is_file() and len(files["textures"]) == 2
-    assert any("color_cam02_frame001" in p for p in files["passes"])
+    # The pass file layout of shared.passes (the one the add-on reads): camera 2, frame 1.
+    from shared import passes as mm_passes
+    cam2 = mm_passes.camera_names(res.body["cameras"])[2]
+    assert mm_passes.pass_path(str(tmp_path / "out"), cam2, "color", res.body["frames"][1]) in files["passes"]
     back = load_avatar(files["glb"])
     assert back.blendshape_names == av.blendshape_names
     sty = bake.stylized_avatar(av, res)
@@ -102,9 +105,20 @@ def test_outputs_and_stylized_glb_reimport_with_morph_targets(cache, tmp_path):
     assert d.min(1).max() < 1e-5
     assert np.allclose(back.blendshapes, sty.blendshapes[:, src], atol=1e-5)
     assert np.abs(res.blendshape_offsets).max() > 0  # the morph targets carry the stylized deltas
+    # Written atomically: a failure part-way leaves nothing; a rewrite replaces the folder whole.
+    files2 = bake.write_outputs(av, res, tmp_path / "out", write_glb=False)
+    assert "glb" not in files2 and not (tmp_path / "out" / "stylized.glb").exists()
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bake, "contact_sheet", broken)
+    with pytest.raises(OSError):
+        bake.write_outputs(av, res, tmp_path / "other")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_cli_stylizes_an_imported_glb(tmp_path, cache):
+def test_cli_stylizes_an_imported_glb(tmp_path, cache, capsys):
     from backend.avatar import save_glb
     from backend.cli import main
 
@@ -116,6 +130,12 @@ def test_cli_stylizes_an_imported_glb(tmp_path, cache):
     assert rc == 0
     r = json.loads((tmp_path / "out" / "result.json").read_text())
     assert r["metadata"]["steps"] == 2 and r["files"]["glb"] and r["files"]["contact_sheet"]
+    # One progress bar per stage with its elapsed<remaining time, fitting included.
+    err = capsys.readouterr().err
+    for bar in (r"fitting the avatar: 100%.* (\d+)/\1 \[\d+:\d+<\d+:\d+", r"adapting: 100%.* 2/2 \[\d+:\d+<\d+:\d+",
+                r"baking: 100%.* 2/2 \[\d+:\d+<\d+:\d+"):
+        assert re.search(bar, err), (bar, err[-2000:])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary folder left
 
 
 def test_cli_stops_with_clear_error_when_guidance_weights_are_missing(tmp_path, capsys):

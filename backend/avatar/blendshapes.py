@@ -13,6 +13,7 @@ import numpy as np
 
 from shared.avatar import ExpressionTrack
 from .geometry import gauss, smoothstep
+from .layout import PART_NAMES
 
 ARKIT_NAMES = (
     "jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthFunnel", "mouthPucker",
@@ -29,9 +30,8 @@ def _cut(w):
 
 
 def blendshape_deltas(g) -> np.ndarray:
-    """Deltas [K,V,3] float64 for :data:`ARKIT_NAMES` on a built sample (``sample.Built``)."""
-    from .sample import PART_NAMES
-
+    """Deltas [K,V,3] float64 (metres) for :data:`ARKIT_NAMES` on a built sample
+    (:class:`backend.avatar.layout.Built`)."""
     L = g.layout
     v = g.vertices
     x, y, z = v[:, 0], v[:, 1], v[:, 2]

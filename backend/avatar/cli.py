@@ -8,6 +8,10 @@ import logging
 import sys
 import time
 
+from shared.errors import InvalidParams, MetamorphError, exit_code
+
+from . import AvatarParams, random_params, sample_avatar, save_glb
+
 log = logging.getLogger(__name__)
 
 
@@ -28,15 +32,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.errors import MetamorphError
-
-    from .gltf_io import save_glb
-    from .params import AvatarParams, random_params
-    from .sample import sample_avatar
-
     try:
         if args.params and args.seed is not None:
-            raise SystemExit("metamorph sample-avatar: give --params or --seed, not both")
+            raise InvalidParams("Give --params or --seed, not both.")
         if args.params:
             params = AvatarParams.from_json(args.params)
         elif args.seed is not None:
@@ -49,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         save_glb(av, args.out)
     except MetamorphError as e:
         print(f"metamorph sample-avatar: {e.message}", file=sys.stderr)
-        return 2
+        return exit_code(e)
     if args.print_params:
         print(json.dumps(params.to_dict(), indent=2))
     log.info("wrote %s: %d vertices, %d triangles, %d blendshapes, generated in %.2f s",

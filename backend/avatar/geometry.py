@@ -119,7 +119,8 @@ def uv_sphere(center, radii, rows: int, cols: int, uv_rect, polar_uv: bool, name
         # UV per (ring, column) with a duplicated seam column, plus centre and rim points
         tt = np.concatenate([[0.0], theta, [np.pi]]) / np.pi
         pp = np.linspace(0, 2 * np.pi, cols + 1)
-        uv_ring = np.stack([cx + rr * tt[1:-1, None] * np.cos(pp)[None], cy + rr * tt[1:-1, None] * np.sin(pp)[None]], -1)
+        uv_ring = np.stack([cx + rr * tt[1:-1, None] * np.cos(pp)[None],
+                            cy + rr * tt[1:-1, None] * np.sin(pp)[None]], -1)
         pm = (pp[:-1] + pp[1:]) / 2
         uv_rim = np.stack([cx + rr * np.cos(pm), cy + rr * np.sin(pm)], -1)
         uvs = np.concatenate([[[cx, cy]], uv_ring.reshape(-1, 2), uv_rim])
@@ -188,7 +189,8 @@ def tube(path, radius: float, closed: bool, uv_rect, name: str, sides: int = 8) 
     tang = np.gradient(path, axis=0) if not closed else (np.roll(path, -1, 0) - np.roll(path, 1, 0))
     tang /= np.linalg.norm(tang, axis=1, keepdims=True)
     ref = np.array([0.0, 0.0, 1.0]) if abs(tang[0, 2]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    nrm = np.cross(tang[0], ref); nrm /= np.linalg.norm(nrm)
+    nrm = np.cross(tang[0], ref)
+    nrm /= np.linalg.norm(nrm)
     normals = [nrm]
     for i in range(1, n):
         nn = normals[-1] - tang[i] * np.dot(normals[-1], tang[i])

@@ -158,11 +158,14 @@ class AvatarParams:
             raise InvalidParams(f"An avatar parameter vector has {VECTOR_SIZE} entries, got {vec.shape[0]}.")
         d, i = {}, 0
         for n in SHAPE_NAMES:
-            d[n] = float(np.clip(vec[i], *SHAPE_RANGE)); i += 1
+            d[n] = float(np.clip(vec[i], *SHAPE_RANGE))
+            i += 1
         for n in COLOR_NAMES:
-            d[n] = float(np.clip(vec[i], *COLOR_RANGE)); i += 1
+            d[n] = float(np.clip(vec[i], *COLOR_RANGE))
+            i += 1
         for n, choices in DISCRETE.items():
-            d[n] = choices[int(np.argmax(vec[i:i + len(choices)]))]; i += len(choices)
+            d[n] = choices[int(np.argmax(vec[i:i + len(choices)]))]
+            i += len(choices)
         return cls(**d)
 
 

@@ -14,110 +14,18 @@ Conventions: metres, Z up, the character faces -Y, its left is +X (ARKit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from shared.avatar import AvatarData, TextureSet, index_corner_uvs, srgb_to_linear
+from .blendshapes import ARKIT_NAMES, blendshape_deltas, sample_track
 from .geometry import Part, compact, gauss, grid_faces, grid_uv_faces, smoothstep, spline, tube, uv_sphere
+from .layout import (ATLAS, BROW_WIDTH, COLS, PART_NAMES, ROWS, TEXTURE_SIZE, Built, Layout, SkinGrid,
+                     base_surface, col_phi, hair_end_z, make_layout, profile, ring_points)
 from .params import AvatarParams
-
-# Atlas regions (u0, v0, u1, v1), UV origin bottom-left; kept disjoint.
-ATLAS = {
-    "skin": (0.0, 0.30, 1.0, 1.0),
-    "eye_L": (0.005, 0.155, 0.145, 0.295),
-    "eye_R": (0.005, 0.005, 0.145, 0.145),
-    "ear_L": (0.15, 0.155, 0.25, 0.295),
-    "ear_R": (0.15, 0.005, 0.25, 0.145),
-    "brows": (0.26, 0.005, 0.40, 0.295),
-    "glasses": (0.41, 0.005, 0.445, 0.295),
-    "mouth": (0.45, 0.005, 0.495, 0.20),
-    "teeth": (0.45, 0.205, 0.495, 0.295),
-    "hair": (0.50, 0.005, 0.995, 0.295),
-}
-PART_NAMES = ("skin", "eye_L", "eye_R", "ear_L", "ear_R", "mouth", "hair", "brows", "glasses",
-              "teeth_upper", "teeth_lower")
-
-ROWS, COLS = 120, 112          # skin grid; rows include the crown pole row
-COL_WARP = 0.55                # > 0 puts more columns on the face than at the back
-TEXTURE_SIZE = 1024
+from .texture import paint_albedo
 
 
-@dataclass
-class Layout:
-    """Where things are, shared by the geometry, texture and blendshape code."""
-    P: AvatarParams
-    eye_z: float
-    eye_x: float
-    eye_w: float                 # half-width of the eye opening
-    eye_h: float                 # half-height of the eye opening
-    eye_r: float                 # eyeball radius
-    mouth_z: float
-    mouth_w: float
-    brow_z: float
-    chin_z: float
-    nose_tip_z: float
-    hairline: dict = field(default_factory=dict)
-    eye_center_y: float = 0.0
-    mouth_front_y: float = 0.0
-
-
-def _layout(P: AvatarParams) -> Layout:
-    ez = 0.385 + 0.008 * P.eye_height
-    s = 1.0 + 0.15 * P.eye_size
-    mz = ez - 0.078
-    return Layout(P=P, eye_z=ez, eye_x=0.032 + 0.004 * P.eye_spacing, eye_w=0.0118 * s, eye_h=0.0051 * s,
-                  eye_r=0.0128 * s, mouth_z=mz, mouth_w=0.024 + 0.005 * P.mouth_width,
-                  brow_z=ez + 0.021 + 0.006 * P.brow_height, chin_z=mz - 0.036 - 0.010 * P.chin_length,
-                  nose_tip_z=ez - 0.046 - 0.008 * P.nose_length)
-
-
-# --------------------------------------------------------------------------- skin profile
-# s (row parameter 0 crown .. 1 chest cut), z, half-width x, front depth, back depth,
-# centre y offset, superellipse exponent. Tuned by eye against an adult head.
-_PROFILE = np.array([
-    # s     z      ax     yf     yb     yc     n
-    [0.00, 0.500, 0.000, 0.000, 0.000, 0.000, 2.2],
-    [0.04, 0.497, 0.032, 0.036, 0.042, 0.004, 2.2],
-    [0.10, 0.483, 0.058, 0.068, 0.078, 0.006, 2.2],
-    [0.18, 0.456, 0.073, 0.087, 0.097, 0.006, 2.3],
-    [0.26, 0.421, 0.077, 0.094, 0.101, 0.006, 2.4],
-    [0.34, 0.386, 0.077, 0.092, 0.100, 0.006, 2.4],
-    [0.42, 0.350, 0.073, 0.089, 0.092, 0.008, 2.4],
-    [0.50, 0.318, 0.065, 0.085, 0.080, 0.010, 2.4],
-    [0.57, 0.291, 0.053, 0.077, 0.066, 0.012, 2.3],
-    [0.63, 0.270, 0.041, 0.064, 0.056, 0.016, 2.2],
-    [0.68, 0.257, 0.044, 0.038, 0.050, 0.020, 2.2],
-    [0.74, 0.230, 0.054, 0.047, 0.052, 0.018, 2.2],
-    [0.82, 0.188, 0.059, 0.052, 0.057, 0.018, 2.2],
-    [0.88, 0.155, 0.098, 0.060, 0.066, 0.016, 2.6],
-    [0.94, 0.112, 0.170, 0.082, 0.078, 0.012, 3.0],
-    [1.00, 0.030, 0.195, 0.098, 0.092, 0.010, 3.2],
-])
-
-
-def _profile(P: AvatarParams) -> np.ndarray:
-    """The profile table with the shape parameters applied: [K,7]."""
-    t = _PROFILE.copy()
-    s = t[:, 0]
-    head = smoothstep(0.72, 0.62, s)            # 1 on the head, 0 on neck and shoulders
-    t[:, 2] *= 1 + 0.11 * P.head_width * head
-    t[:, 3] *= 1 + 0.10 * P.head_depth * head
-    t[:, 4] *= 1 + 0.10 * P.head_depth * head
-    jaw = gauss((s - 0.55) / 0.07)
-    t[:, 2] *= 1 + 0.15 * P.jaw_width * jaw
-    ez = 0.385 + 0.008 * P.eye_height
-    above = s < 0.34
-    t[above, 1] = ez + (t[above, 1] - ez) * (1 + 0.08 * P.head_height)
-    chin = smoothstep(0.50, 0.60, s) * smoothstep(0.76, 0.66, s)
-    t[:, 1] -= 0.010 * P.chin_length * chin
-    neck = gauss((s - 0.78) / 0.06)
-    t[:, 2:5] *= 1 + (0.15 * P.neck_width * neck)[:, None]
-    sh = smoothstep(0.86, 0.94, s)
-    t[:, 2] *= 1 + 0.13 * P.shoulder_width * sh
-    return t
-
-
+# --------------------------------------------------------------------------- skin grid
 def _row_params(rows: int) -> np.ndarray:
     """Row parameters s in [0,1], denser on the face (s 0.25..0.66) for the features."""
     fine = np.linspace(0, 1, 4001)
@@ -125,30 +33,6 @@ def _row_params(rows: int) -> np.ndarray:
     cdf = np.concatenate([[0], np.cumsum((dens[1:] + dens[:-1]) / 2)])
     cdf /= cdf[-1]
     return np.interp(np.linspace(0, 1, rows), cdf, fine)
-
-
-def col_phi(u):
-    """Column parameter u in [0,1) -> angle round the head (0 = front, +pi/2 = +X)."""
-    a = 2 * np.pi * (np.asarray(u, np.float64) - 0.5)
-    return a - COL_WARP * np.sin(a)
-
-
-def ring_points(prof_row: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """Superellipse cross-section points. prof_row [...,7] broadcast with phi -> [...,3]."""
-    z, ax, yf, yb, yc, n = (prof_row[..., k] for k in range(1, 7))
-    sn, cs = np.sin(phi), np.cos(phi)
-    e = 2.0 / n
-    x = ax * np.sign(sn) * np.abs(sn) ** e
-    y = yc - np.where(cs > 0, yf, -yb) * np.abs(cs) ** e
-    return np.stack([x, y, np.broadcast_to(z, x.shape)], -1)
-
-
-def base_surface(P: AvatarParams, s, phi):
-    """Undeformed skin point for row parameter s and angle phi (any broadcastable shapes)."""
-    prof = _profile(P)
-    rows = spline(prof[:, 0], prof[:, 1:], np.ravel(s)).reshape(np.shape(s) + (6,))
-    rows = np.concatenate([np.asarray(s, np.float64)[..., None], rows], -1)
-    return ring_points(rows, phi)
 
 
 def front_weight(phi):
@@ -170,7 +54,8 @@ def feature_offset(L: Layout, p: np.ndarray, phi: np.ndarray) -> np.ndarray:
     nz0, nz1 = L.eye_z + 0.004, L.nose_tip_z
     t = np.clip((nz0 - z) / (nz0 - nz1), 0, 1.15)
     proj = 0.020 + 0.006 * P.nose_projection
-    height = (0.004 + (proj - 0.004) * t ** 1.6) * smoothstep(1.15, 0.98, t) * smoothstep(-0.15, 0.0, (nz0 - z) / (nz0 - nz1))
+    height = ((0.004 + (proj - 0.004) * t ** 1.6) * smoothstep(1.15, 0.98, t)
+              * smoothstep(-0.15, 0.0, (nz0 - z) / (nz0 - nz1)))
     width = (0.0055 + 0.0075 * t ** 2) * (1 + 0.3 * P.nose_width * t)
     d += height * np.clip(1 - (x / width) ** 2, 0, None) ** 2
     d += 0.0085 * gauss((ax - 0.0145 * (1 + 0.3 * P.nose_width)) / 0.0065, (z - nz1 - 0.002) / 0.0065)
@@ -184,19 +69,6 @@ def feature_offset(L: Layout, p: np.ndarray, phi: np.ndarray) -> np.ndarray:
     d -= 0.003 * gauss(x / (mw * 0.7), (z - L.mouth_z + 0.0145) / 0.004)   # mentolabial sulcus
     d += (0.007 + 0.007 * P.chin_protrusion) * gauss(x / 0.017, (z - L.chin_z - 0.012) / 0.012)
     return d * fw
-
-
-@dataclass
-class SkinGrid:
-    vertices: np.ndarray   # [V,3]
-    faces: np.ndarray
-    uvs: np.ndarray
-    uv_faces: np.ndarray
-    phi: np.ndarray        # [V] angle per vertex
-    s: np.ndarray          # [V] row parameter per vertex
-    upper_lip_rim: np.ndarray  # vertex indices
-    lower_lip_rim: np.ndarray
-    eye_rims: dict         # side -> vertex indices
 
 
 def build_skin(L: Layout) -> SkinGrid:
@@ -320,7 +192,7 @@ def build_ears(L: Layout) -> list[Part]:
     parts = []
     k = 1 + 0.2 * P.ear_size
     ez = L.eye_z - 0.016
-    prof = _profile(P)
+    prof = profile(P)
     s_ear = np.interp(-ez, -prof[:, 1], prof[:, 0])
     side_x = float(base_surface(P, np.array([s_ear]), np.array([np.pi / 2]))[0, 0])
     for side, sx in (("L", 1.0), ("R", -1.0)):
@@ -375,29 +247,16 @@ def build_teeth(L: Layout) -> list[Part]:
     return parts
 
 
-# hairline height (relative to the eyes, or absolute for long hair) over |phi|
-_HAIR_PHI = np.array([0.0, 0.6, 1.1, 1.5, 1.9, 2.4, np.pi])
-
-
-def _hair_end_z(L: Layout, style: str, aphi):
-    ez = L.eye_z
-    if style == "long":
-        zs = [ez + 0.062, ez + 0.050, ez - 0.010, 0.215, 0.190, 0.175, 0.168]
-    else:
-        zs = [ez + 0.062, ez + 0.056, ez + 0.036, ez + 0.020, ez + 0.002, ez - 0.030, ez - 0.052]
-    return spline(_HAIR_PHI, np.asarray(zs), aphi)
-
-
 def build_hair(L: Layout) -> list[Part]:
     P = L.P
     style = P.hairstyle
     if style == "none":
         return []
-    prof = _profile(P)
+    prof = profile(P)
     rows, cols = 34, 72
     u = np.arange(cols) / cols
     phi = col_phi(u)
-    zend = _hair_end_z(L, style, np.abs(phi))
+    zend = hair_end_z(L, style, np.abs(phi))
     # a ragged edge reads as locks of hair rather than a helmet rim
     zend = zend + 0.002 * np.sin(29 * phi) * np.sin(7 * phi + 1.0) - 0.0015 * np.abs(np.sin(13 * phi))
     s_end = np.interp(-zend, -prof[:, 1], prof[:, 0])
@@ -440,12 +299,9 @@ def build_hair(L: Layout) -> list[Part]:
     return parts
 
 
-_BROW_WIDTH = {"thin": 0.0022, "medium": 0.0036, "thick": 0.0054}
-
-
 def build_brows(L: Layout, skin: SkinGrid) -> list[Part]:
     P = L.P
-    hw = _BROW_WIDTH[P.eyebrow_style]
+    hw = BROW_WIDTH[P.eyebrow_style]
     n = 20
     a = np.linspace(0, 1, n)
     parts = []
@@ -505,7 +361,7 @@ def build_glasses(L: Layout, skin: SkinGrid) -> list[Part]:
     bridge = a[None] * (1 - tt[:, None]) + b[None] * tt[:, None]
     bridge[:, 2] += 0.004 * np.sin(np.pi * tt)
     parts.append(tube(bridge, 0.0012, False, (u0, v0 + 2 * h, u1, v0 + 3 * h), "glasses_bridge"))
-    prof = _profile(L.P)
+    prof = profile(L.P)
     s_e = np.interp(-L.eye_z, -prof[:, 1], prof[:, 0])
     side_x = float(base_surface(L.P, np.array([s_e]), np.array([np.pi / 2]))[0, 0])
     for i, (side, sx) in enumerate((("L", 1.0), ("R", -1.0))):
@@ -519,21 +375,8 @@ def build_glasses(L: Layout, skin: SkinGrid) -> list[Part]:
 
 
 # --------------------------------------------------------------------------- assembly
-@dataclass
-class Built:
-    """The joined mesh plus what the blendshape and texture code need to know."""
-    layout: Layout
-    vertices: np.ndarray
-    faces: np.ndarray
-    uvs: np.ndarray
-    uv_faces: np.ndarray
-    part_of_vertex: np.ndarray      # [V] index into PART_NAMES
-    skin: SkinGrid
-    skin_range: tuple[int, int]
-
-
 def build_geometry(P: AvatarParams) -> Built:
-    L = _layout(P)
+    L = make_layout(P)
     skin = build_skin(L)
     parts: list[tuple[str, Part]] = [("skin", Part("skin", skin.vertices, skin.faces, skin.uvs, skin.uv_faces))]
     for p in build_eyes(L):
@@ -577,9 +420,6 @@ def sample_avatar(params: AvatarParams | dict | None = None, *, texture_size: in
     72-frame sample expression track. Deterministic: the same params give
     bit-identical arrays (and the same content hash).
     """
-    from .blendshapes import ARKIT_NAMES, blendshape_deltas, sample_track
-    from .texture import paint_albedo
-
     if params is None:
         P = AvatarParams()
     elif isinstance(params, dict):
@@ -589,10 +429,12 @@ def sample_avatar(params: AvatarParams | dict | None = None, *, texture_size: in
     g = build_geometry(P)
     deltas = blendshape_deltas(g)
     img = paint_albedo(g, texture_size)
-    ts = TextureSet(name="albedo", image=img, base_color=tuple(float(c) for c in srgb_to_linear(img.reshape(-1, 3).mean(0) / 255.0)))
+    mean_linear = srgb_to_linear(img.reshape(-1, 3).mean(0) / 255.0)
+    ts = TextureSet(name="albedo", image=img, base_color=tuple(float(c) for c in mean_linear))
     uvs, uv_faces = index_corner_uvs(g.uvs[g.uv_faces].astype(np.float32).reshape(-1, 2))
     return AvatarData(
-        vertices=g.vertices.astype(np.float32), faces=g.faces, uvs=uvs, uv_faces=uv_faces, face_material=np.zeros(len(g.faces), np.int32), texture_sets=[ts],
+        vertices=g.vertices.astype(np.float32), faces=g.faces, uvs=uvs, uv_faces=uv_faces,
+        face_material=np.zeros(len(g.faces), np.int32), texture_sets=[ts],
         blendshape_names=list(ARKIT_NAMES), blendshapes=deltas.astype(np.float32),
         track=sample_track() if with_track else None, name="metamorph_sample",
     )
@@ -602,7 +444,7 @@ def landmarks(params: AvatarParams | None = None) -> dict:
     """Face landmarks of the sample for ``params`` (metres, Z up, facing -Y): used by
     tests, the contact sheet and camera framing. Keys: eye_L, eye_R, mouth, nose_tip,
     chin (x, z pairs on the face plane), eye_w, eye_h, mouth_w, top_z."""
-    L = _layout(params or AvatarParams())
+    L = make_layout(params or AvatarParams())
     return {"eye_L": (L.eye_x, L.eye_z), "eye_R": (-L.eye_x, L.eye_z), "mouth": (0.0, L.mouth_z),
             "nose_tip": (0.0, L.nose_tip_z), "chin": (0.0, L.chin_z), "eye_w": L.eye_w, "eye_h": L.eye_h,
             "mouth_w": L.mouth_w, "brow_z": L.brow_z}

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .geometry import smoothstep
+from .layout import ATLAS, BROW_WIDTH, base_surface, col_phi, hair_end_z
 
 _SKIN_LIGHT = np.array([240.0, 203.0, 182.0])
 _SKIN_DARK = np.array([88.0, 56.0, 40.0])
@@ -73,8 +74,8 @@ def _mix(a, b, t):
 
 
 def paint_albedo(g, size: int = 1024) -> np.ndarray:
-    """The sample avatar's albedo for a built sample ``g`` (``sample.Built``)."""
-    from .sample import ATLAS, base_surface, col_phi, _hair_end_z, _BROW_WIDTH
+    """The sample avatar's albedo ``[size,size,3]`` uint8 sRGB for a built sample ``g``
+    (:class:`backend.avatar.layout.Built`)."""
 
     L = g.layout
     P = L.P
@@ -125,16 +126,17 @@ def paint_albedo(g, size: int = 1024) -> np.ndarray:
     col = _mix(col, np.clip(lipc, 0, 255) * (1 + 0.04 * n[..., None]), 0.85 * lipmask)
     col = _mix(col, col * 0.55, smoothstep(0.0012, 0.0, np.abs(z - L.mouth_z)) * (xr < 1.0) * front)
     # painted brows under the brow meshes (so a bald-brow render still reads)
-    hw = _BROW_WIDTH[P.eyebrow_style]
+    hw = BROW_WIDTH[P.eyebrow_style]
     a = (ax - (L.eye_x - 0.020)) / 0.043
     zc = L.brow_z + 0.0045 * np.sin(np.pi * np.clip(a, 0, 1) ** 0.8) - 0.004 * np.clip(a, 0, 1) ** 3
     w = hw * (1.15 - 0.75 * np.clip(a, 0, 1) ** 2)
-    brow = smoothstep(w + 0.0012, w - 0.0004, np.abs(z - zc)) * smoothstep(-0.05, 0.02, a) * smoothstep(1.05, 0.97, a) * front
+    brow = (smoothstep(w + 0.0012, w - 0.0004, np.abs(z - zc)) * smoothstep(-0.05, 0.02, a)
+            * smoothstep(1.05, 0.97, a) * front)
     strands = 1 + 0.25 * _fbm(H, 31, ((200, 1.0),), aniso=(1, 0.25))
     col = _mix(col, hair * 0.7 * strands[..., None], 0.8 * brow)
     # scalp in hair colour above the hairline (the hair mesh sits on it)
     if P.hairstyle != "none":
-        zend = _hair_end_z(L, "short", np.abs(phi))
+        zend = hair_end_z(L, "short", np.abs(phi))
         scalp = smoothstep(zend - 0.004, zend + 0.004, z)
         col = _mix(col, hair * 0.75 * strands[..., None], 0.9 * scalp)
     # subtle shading on the neck/shoulder transition
@@ -165,7 +167,8 @@ def paint_albedo(g, size: int = 1024) -> np.ndarray:
         sl, U, Vv = _rect_pixels(ATLAS[f"ear_{side}"], size)
         rect = ATLAS[f"ear_{side}"]
         vn = (Vv - rect[1]) / (rect[3] - rect[1])
-        col = np.broadcast_to(skin * np.array([1.03, 0.94, 0.93]), U.shape + (3,)) * (1 + 0.04 * _fbm(U.shape, 41)[..., None])
+        col = (np.broadcast_to(skin * np.array([1.03, 0.94, 0.93]), U.shape + (3,))
+               * (1 + 0.04 * _fbm(U.shape, 41)[..., None]))
         col = col * (1 - 0.18 * np.exp(-((vn - 0.5) / 0.25) ** 2))[..., None]
         img[sl] = col
     sl, U, Vv = _rect_pixels(ATLAS["mouth"], size)

@@ -2,7 +2,9 @@
 
     from backend.render import render, RenderSettings, Lights
     passes = render(vertices, faces, uvs, uv_faces, textures, face_material, cameras,
-                    size=None, lights=None, background=None, passes=("color", "alpha"))
+                    passes=("color", "alpha"), size=(224, 224))          # keywords = RenderSettings fields
+    passes = render(vertices, faces, uvs, uv_faces, textures, face_material, cameras,
+                    settings=RenderSettings(passes=("color", "alpha")))
 
 Shapes and units: :func:`backend.render.pipeline.render`. Cameras are
 :class:`shared.camera.Camera` converted by :func:`shared.camera.projection` (the
@@ -14,8 +16,10 @@ Modules:
     raster       numba z-buffer: triangle id per pixel centre (no gradients, watertight)
     interpolate  differentiable perspective-correct barycentrics (torch, any device)
     shade        normals, bilinear texture lookup (Blender's Linear + Repeat), Lambert
-    fused        the same maths as numba kernels with hand-written backward passes,
-                 used for float32 on the CPU (several times faster)
+    cpu/         the same maths as numba kernels by stage (vertex stage, normals,
+                 interpolation, texture, shading) with hand-written backward passes
+    kernels      the two kernel sets (torch ops; numba for float32 on the CPU), picked per call
+    settings     RenderSettings: every option of render(), its default and its check
     pipeline     render(): ties them together; deferred shading; passes
     procedural   numpy test assets (UV sphere with seams, textures, look-at cameras)
 
@@ -24,8 +28,9 @@ UVs; not through silhouettes), textures and background images.
 """
 
 from .camera import CameraBatch, camera_batch, project, to_camera_space
-from .pipeline import RenderSettings, render
+from .pipeline import render
 from .raster import rasterize
+from .settings import RenderSettings
 from .shade import DEFAULT_LIGHTS, Lights, lambert, sample_texture, vertex_normals
 from .validate import PASS_CHANNELS
 

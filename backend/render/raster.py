@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .cpu.parallel import chunks, run, threads
+
 
 @njit(cache=True, nogil=True, inline="always")
 def _top_left(dx, dy):  # pragma: no cover - compiled
@@ -129,12 +131,10 @@ def rasterize(screen: np.ndarray, depth: np.ndarray, faces: np.ndarray, width: i
     zbuf = np.full((b, int(height), int(width)), np.inf, dtype=np.float32)
     front = np.zeros((b, int(height), int(width)), dtype=np.uint8)
     if faces.shape[0] > 0:
-        from .fused import _chunks, _run, _threads  # thread helpers shared with the fused kernels
-
         ortho = np.ascontiguousarray(ortho, dtype=np.uint8)
         near = np.ascontiguousarray(near, dtype=np.float32)
         far = np.ascontiguousarray(far, dtype=np.float32)
         # Views are independent: split them over threads (the kernel releases the GIL).
-        _run(lambda a=a, c=c: _raster_kernel(screen[a:c], depth[a:c], faces, ortho[a:c], near[a:c], far[a:c],
-                                             tri[a:c], zbuf[a:c], front[a:c]) for a, c in _chunks(b, _threads()))
+        run(lambda a=a, c=c: _raster_kernel(screen[a:c], depth[a:c], faces, ortho[a:c], near[a:c], far[a:c],
+                                            tri[a:c], zbuf[a:c], front[a:c]) for a, c in chunks(b, threads()))
     return tri, zbuf, front.view(np.bool_)

@@ -1,9 +1,13 @@
 """The stylization engine: CLIP guidance, the UV-space style network with bias
 mappers, fitting, few-step adaptation, Reptile meta-learning and baking.
 
-Module map: ``guidance`` (CLIP models), ``losses``, ``augment``, ``net``,
-``uvmaps`` (UV-space rasterization and vertex sampling), ``fitting``, ``adapt``,
-``meta``, ``bake``, ``rig`` (default cameras), ``engine`` (the whole stylize
-run shared by the CLI and the server), ``jobs`` and ``cli``.
+Module map: ``config`` (the one settings factory: presets in ``data/presets/``,
+bounded overrides, checkpoint keys), ``guidance`` (CLIP models), ``color`` (the
+torch linear <-> sRGB conversion), ``losses``, ``augment``, ``net``, ``uvmaps``
+(UV-space rasterization and vertex sampling), ``context`` (one avatar as tensors,
+and how it is rendered), ``fitting``, ``adapt``, ``meta``, ``bake``, ``rig``
+(default cameras), ``engine`` (the whole stylize/prepare run shared by the CLI and
+the server), ``jobs`` (server handlers) and ``cli``. Request contracts and their
+bounds: :mod:`shared.stylize`.
 Importing this package does not import torch; the submodules do.
 """

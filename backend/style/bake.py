@@ -6,39 +6,36 @@ Files (GLB, PNGs, contact sheet, result.json) are written by :func:`write_output
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
+from backend.avatar import save_glb
+from backend.outputs import staged_dir, write_json
+from shared import passes as mm_passes
 from shared.avatar import AvatarData, TextureSet
 from shared.errors import InvalidParams
 from shared.stylize import PASS_NAMES, StylizeResult
 
+from .color import to_srgb_uint8
 from .context import AvatarContext, Decoded
 from .net import apply_albedo
 
 log = logging.getLogger(__name__)
 
-MAX_TEXTURE_SIZE = 4096
-
-
-def to_srgb_uint8(x: torch.Tensor) -> np.ndarray:
-    """Linear ``[...,3]`` tensor in [0,1] -> sRGB uint8 numpy."""
-    x = x.detach().clamp(0, 1)
-    x = torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(1e-6) ** (1 / 2.4) - 0.055)
-    return (x * 255 + 0.5).to(torch.uint8).cpu().numpy()
+# Result pass -> renderer pass ("original" is the unstyled avatar's colour, rendered apart).
+RENDER_PASS = {"color": "color", "albedo": "albedo", "normal": "normal_world", "depth": "depth", "alpha": "alpha"}
 
 
 @torch.no_grad()
 def bake_textures(ctx: AvatarContext, dec: Decoded, size: int) -> list[torch.Tensor]:
     """Stylized textures, linear ``[size,size,3]`` per texture set: the original
-    texture at full detail with the network's low-frequency logit change applied."""
-    if not 1 <= size <= MAX_TEXTURE_SIZE:
-        raise InvalidParams(f"Texture size must be between 1 and {MAX_TEXTURE_SIZE}, got {size}.")
+    texture at full detail with the network's low-frequency logit change applied.
+    (``size`` is checked by :meth:`shared.stylize.StylizeRequest.validate`.)"""
     out = []
     for s, base in enumerate(ctx.base_textures(size)):
         out.append(apply_albedo(base[None], dec.delta[s:s + 1])[0])
@@ -56,25 +53,20 @@ def _size_for(cam, resolution: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def bake_passes(ctx: AvatarContext, dec: Decoded, textures: list[torch.Tensor], cameras, frame_w: torch.Tensor,
-                resolution: int, passes=PASS_NAMES, render_fn=None) -> dict[str, np.ndarray]:
-    """Render ``passes`` for every camera x frame -> {name: [C,N,h,w,c]} numpy
-    (dtypes and meanings as in :mod:`shared.stylize`). All cameras are rendered at
-    the first camera's aspect so the arrays stack; the longer side = ``resolution``."""
-    if render_fn is None:
-        from backend.render import render as render_fn
-    unknown = [p for p in passes if p not in PASS_NAMES]
-    if unknown:
-        raise InvalidParams(f"Unknown passes {unknown}; choose from {list(PASS_NAMES)}.")
+                resolution: int, passes=PASS_NAMES, progress=None) -> dict[str, np.ndarray]:
+    """Render ``passes`` (names from :data:`shared.stylize.PASS_NAMES`, checked by the
+    request) for every camera x frame -> {name: [C,N,h,w,c]} numpy (dtypes and meanings
+    as in :mod:`shared.stylize`). All cameras are rendered at the first camera's aspect
+    so the arrays stack; the longer side = ``resolution``. ``progress("bake", c, C)``
+    after each camera."""
     W, H = _size_for(cameras[0], resolution)
     N = frame_w.shape[0]
-    want = {"color": "color", "albedo": "albedo", "normal": "normal_world", "depth": "depth", "alpha": "alpha"}
-    rp = tuple(dict.fromkeys(want[p] for p in passes if p in want)) or ("alpha",)
+    rp = tuple(dict.fromkeys(RENDER_PASS[p] for p in passes if p in RENDER_PASS)) or ("alpha",)
     out = {p: [] for p in passes}
     orig_tex = ctx.base_textures(max(t.shape[0] for t in textures)) if "original" in passes else None
     for cam in cameras:
         cams = [cam] * N
-        r = render_fn(ctx.posed(frame_w, dec), ctx.faces, ctx.uvs, ctx.uv_faces, textures, ctx.face_material,
-                      cams, size=(W, H), passes=rp)
+        r = ctx.render(ctx.posed(frame_w, dec), textures, cams, (W, H), rp)
         for p in passes:
             if p in ("color", "albedo"):
                 out[p].append(to_srgb_uint8(r[p]))
@@ -85,9 +77,10 @@ def bake_passes(ctx: AvatarContext, dec: Decoded, textures: list[torch.Tensor], 
             elif p == "alpha":
                 out[p].append((r["alpha"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
         if "original" in passes:
-            o = render_fn(ctx.posed(frame_w), ctx.faces, ctx.uvs, ctx.uv_faces, orig_tex, ctx.face_material,
-                          cams, size=(W, H), passes=("color",))
+            o = ctx.render(ctx.posed(frame_w), orig_tex, cams, (W, H), ("color",))
             out["original"].append(to_srgb_uint8(o["color"]))
+        if progress:
+            progress("bake", len(out[passes[0]]), len(cameras))
     return {p: np.stack(v) for p, v in out.items()}
 
 
@@ -123,8 +116,6 @@ def _slug(s: str, n: int = 40) -> str:
 def contact_sheet(res: StylizeResult, max_views: int = 6, max_frames: int = 3, cell: int = 160) -> np.ndarray:
     """Before/after grid ``[h,w,3]`` uint8: for each of a few frames, a row of
     original renders over a row of stylized renders, one column per view."""
-    from PIL import Image
-
     col, orig = res.passes.get("color"), res.passes.get("original")
     if col is None or orig is None:
         raise InvalidParams("A contact sheet needs the 'color' and 'original' passes.")
@@ -155,8 +146,6 @@ def _banner(res: StylizeResult, width: int, height: int = 28) -> np.ndarray:
     """A caption strip ``[height,width,3]`` uint8 naming the style and guidance.
     Sheets made with a test guidance model say so in red, on the image itself,
     because images travel without their result.json."""
-    from PIL import Image, ImageDraw
-
     md = res.body.get("metadata", {})
     test = bool(md.get("guidance_is_test_model"))
     img = Image.new("RGB", (width, height), (150, 20, 20) if test else (30, 30, 30))
@@ -168,57 +157,34 @@ def _banner(res: StylizeResult, width: int, height: int = 28) -> np.ndarray:
 
 
 def write_outputs(av: AvatarData, res: StylizeResult, out_dir: str | os.PathLike, write_glb: bool = True) -> dict:
-    """Write the stylized GLB, texture PNGs, pass PNGs (normal as PNG-encoded
-    0.5+0.5n, depth as .npy), a contact sheet and ``result.json`` under ``out_dir``.
-    Returns {kind: path}."""
-    from PIL import Image
+    """Write the stylized GLB, texture PNGs, pass PNGs (:mod:`shared.passes`: the layout and
+    encodings the Blender extension uses too, each PNG labelled with its guidance model), a
+    contact sheet and ``result.json`` under ``out_dir``.
 
-    out = Path(out_dir)
-    (out / "textures").mkdir(parents=True, exist_ok=True)
-    (out / "passes").mkdir(parents=True, exist_ok=True)
+    Everything is written into a temporary folder beside ``out_dir`` first and renamed
+    into place at the end, so a failure leaves no half-written output (an existing
+    ``out_dir`` is replaced only then). Returns {kind: path} (final paths)."""
+    final = Path(out_dir).resolve()
+    md = res.body.get("metadata", {})
+    text = mm_passes.provenance_text(md, res.body.get("name", ""))
     files: dict = {"textures": [], "passes": []}
-    for i, (ts, img) in enumerate(zip(av.texture_sets, res.textures)):
-        p = out / "textures" / f"{i:02d}_{_slug(ts.name)}.png"
-        Image.fromarray(img).save(p)
-        files["textures"].append(str(p))
-    for name, arr in res.passes.items():
-        C, N = arr.shape[:2]
-        for c in range(C):
-            for f in range(N):
-                stem = out / "passes" / f"{name}_cam{c:02d}_frame{f:03d}"
-                a = arr[c, f]
-                if name == "depth":
-                    np.save(f"{stem}.npy", a[..., 0].astype(np.float32))
-                    continue
-                if name == "normal":
-                    a = ((a.astype(np.float32) * 0.5 + 0.5).clip(0, 1) * 255 + 0.5).astype(np.uint8)
-                img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-                img.save(f"{stem}.png")
-                files["passes"].append(f"{stem}.png")
-    if "color" in res.passes and "original" in res.passes:
-        p = out / "contact_sheet.png"
-        Image.fromarray(contact_sheet(res)).save(p)
-        files["contact_sheet"] = str(p)
-    if write_glb:
-        from backend.avatar import save_glb
-
-        p = out / "stylized.glb"
-        try:
-            save_glb(stylized_avatar(av, res), str(p))
-            files["glb"] = str(p)
-        except ImportError as e:  # the GLB writer lives in backend.avatar; never lose the other outputs
-            log.error("could not write the stylized GLB: %s", e)
-            files["glb"] = None
-    summary = dict(res.body)
-    summary["files"] = files
-    (out / "result.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    files["result"] = str(out / "result.json")
+    with staged_dir(final) as work:
+        for i, (ts, img) in enumerate(zip(av.texture_sets, res.textures)):
+            p = mm_passes.write_texture(str(work), i, ts.name, img, text=text)
+            files["textures"].append(str(final / Path(p).relative_to(work)))
+        if res.passes:
+            C = next(iter(res.passes.values())).shape[0]
+            cams = mm_passes.camera_names(res.body.get("cameras"), count=C)[:C]
+            saved = mm_passes.write_passes(res.passes, cams, list(res.body.get("frames", [])), str(work), text=text)
+            files["passes"] = [str(final / Path(p).relative_to(work)) for v in saved.values() for p in v]
+        if "color" in res.passes and "original" in res.passes:
+            Image.fromarray(contact_sheet(res)).save(work / "contact_sheet.png")
+            files["contact_sheet"] = str(final / "contact_sheet.png")
+        if write_glb:
+            save_glb(stylized_avatar(av, res), str(work / "stylized.glb"))
+            files["glb"] = str(final / "stylized.glb")
+        summary = dict(res.body)
+        summary["files"] = files
+        write_json(work / "result.json", summary)
+        files["result"] = str(final / "result.json")
     return files
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)

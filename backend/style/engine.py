@@ -2,9 +2,12 @@
 ``stylize`` job), and the ``prepare`` run.
 
     result = run_stylize(avatar, request, style_images, ...)   # StylizeResult
+    info = run_prepare(avatar, guidance_name, ...)             # summary dict
 
-Settings come from a preset (``draft`` for CPU, ``quality`` for a GPU) with
-optional overrides (tests and benchmarks use tiny resolutions).
+Requests are checked by their contract (:mod:`shared.stylize`); engine settings come
+from one :class:`backend.style.config.StyleConfig` (a preset, ``draft`` for CPU and
+``quality`` for a GPU, plus the request's ``settings`` and the caller's overrides,
+merged once here).
 """
 
 from __future__ import annotations
@@ -12,41 +15,38 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from shared.avatar import AvatarData, ExpressionTrack, validate
 from shared.errors import InvalidParams
-from shared.stylize import QUALITY_PRESETS, StylizeRequest, StylizeResult
+from shared.protocol import Limits
+from shared.stylize import DEFAULT_GUIDANCE, DEFAULT_PRESET, PrepareRequest, StylizeRequest, StylizeResult
+
+from backend.face.measures import measures_from_passes
 
 from . import bake, meta
-from .adapt import AdaptConfig, adapt, frame_weights, load_mapper_state, make_target
+from .adapt import adapt, frame_weights, load_mapper_state, make_target
+from .config import StyleConfig, resolve
 from .context import AvatarContext, expression_dampening
 from .guidance import load_guidance
-from .meta import MetaConfig
 from .net import StyleNet
+from .rig import default_rig
 
 log = logging.getLogger(__name__)
 
-PRESETS = {
-    # UV working resolution, network width/levels, steps, views per step, render size, fitting steps
-    "draft": dict(resolution=128, width=32, levels=3, steps=30, views_per_step=2, render_size=128, fit_steps=300,
-                  meta_iterations=200, inner_steps=10),
-    "quality": dict(resolution=512, width=48, levels=4, steps=40, views_per_step=8, render_size=224,
-                    fit_steps=600, meta_iterations=300, inner_steps=10),
-}
+TEST_MODEL_WARNING = ("Made with a test guidance model with untrained weights: the style is meaningless, "
+                      "only the mechanics are exercised.")
 
 
-def settings(preset: str, overrides: dict | None = None) -> dict:
-    if preset not in QUALITY_PRESETS:
-        raise InvalidParams(f"Unknown preset '{preset}'; use one of {list(QUALITY_PRESETS)}.")
-    s = dict(PRESETS[preset])
-    for k, v in (overrides or {}).items():
-        if k not in s:
-            raise InvalidParams(f"Unknown engine setting '{k}'; known: {sorted(s)}.")
-        s[k] = v
-    return s
+def style_config(preset: str = DEFAULT_PRESET, *override_dicts: dict | None) -> StyleConfig:
+    """The run's config: ``preset`` with the override dicts applied in order (later wins)."""
+    merged: dict = {}
+    for o in override_dicts:
+        merged.update(o or {})
+    return resolve(preset, merged)
 
 
 def track_from_request(req: StylizeRequest, av: AvatarData):
@@ -62,111 +62,111 @@ def track_from_request(req: StylizeRequest, av: AvatarData):
     return av.track
 
 
-def build_context(av: AvatarData, s: dict, device="cpu") -> AvatarContext:
+def build_context(av: AvatarData, config: StyleConfig, device="cpu") -> AvatarContext:
+    """The avatar as tensors at ``config``'s UV resolution (the avatar is checked first)."""
     validate(av)
-    return AvatarContext(av, s["resolution"], device=device)
+    return AvatarContext(av, config.network.resolution, device=device)
 
 
-def starting_net(ctx: AvatarContext, s: dict, guidance_name: str, cache_dir, progress=None, is_cancelled=None):
-    """(network at its starting point, "meta" | "fitted")."""
-    cfg = ctx.net_config(width=s["width"], levels=s["levels"])
-    prepared = meta.load_meta_init(cache_dir, ctx, guidance_name, cfg)
-    net = StyleNet(cfg).to(ctx.device)
+def starting_net(ctx: AvatarContext, config: StyleConfig, guidance_name: str, cache_dir, progress=None,
+                 is_cancelled=None):
+    """(network at its starting point, "meta" | "identity": the avatar reproduced by construction)."""
+    prepared = meta.load_meta_init(cache_dir, ctx, guidance_name, config)
     if prepared is not None:
-        fitted, mappers, info = prepared
+        fitted, mappers, _ = prepared
+        net = StyleNet(ctx.net_config(config.network)).to(ctx.device)
         net.load_state_dict(fitted)
         load_mapper_state(net, mappers)
         return net, "meta"
-    fprog = (lambda st, i, t, l: progress(st, i, t, l, None)) if progress else None
-    return meta.load_or_fit(ctx, cfg, s["fit_steps"], cache_dir, fprog, is_cancelled), "fitted"
+    fprog = (lambda st, i, n, losses: progress(st, i, n, losses, None)) if progress else None
+    return meta.load_or_fit(ctx, config, cache_dir, fprog, is_cancelled), "identity"
 
 
 def run_stylize(av: AvatarData, req: StylizeRequest, style_images: dict | None = None, *, device: str = "cpu",
                 clip_checkpoint: str | None = None, cache_dir=None, progress=None, is_cancelled=None,
                 overrides: dict | None = None, allow_download: bool | None = None, guidance=None,
-                render_fn=None) -> StylizeResult:
+                limits: Limits | None = None, adapt_fn=None) -> StylizeResult:
     """Stylize ``av`` as ``req`` asks. ``style_images``: {index: [H,W,3] uint8 sRGB}.
 
-    ``progress(stage, step, total, losses=None, preview=None)``. Raises typed
-    :mod:`shared.errors` for bad input, unavailable guidance and cancellation.
-    The avatar is never modified.
+    ``overrides``: engine settings applied over the request's ``settings`` (tests and
+    benchmarks use tiny resolutions). ``progress(stage, step, total, losses=None,
+    preview=None)``. Raises typed :mod:`shared.errors` for bad input, unavailable
+    guidance and cancellation. The avatar is never modified.
     """
     t0 = time.time()
-    s = settings(req.preset, {**(req.settings or {}), **(overrides or {})})
-    if not req.cameras:
-        raise InvalidParams("The request has no cameras: add at least one camera to the rig.")
-    from shared.camera import projection
-    for i, cam in enumerate(req.cameras):
-        try:
-            projection(cam)
-        except ValueError as e:
-            raise InvalidParams(f"Camera {i} ('{cam.name}') cannot be used: {e}.") from e
-    if not 1 <= int(req.texture_size) <= bake.MAX_TEXTURE_SIZE:
-        raise InvalidParams(f"Texture size must be between 1 and {bake.MAX_TEXTURE_SIZE}, got {req.texture_size}.")
-    steps = int(req.steps) if req.steps else s["steps"]
-    if steps < 0 or steps > 10000:
-        raise InvalidParams(f"Steps must be between 0 and 10000, got {steps}.")
-    if not 0.0 <= float(req.identity) <= 1.0:
-        raise InvalidParams(f"Identity strength must be between 0 and 1, got {req.identity}.")
+    images = style_images or {}
+    req.validate(limits, images)
+    config = style_config(req.preset, req.settings, overrides)
+    steps = int(req.steps) or config.adaptation.steps
     g = guidance or load_guidance(req.guidance, clip_checkpoint, device=device, allow_download=allow_download)
-    target = make_target(g, req.terms, style_images or {})
+    target = make_target(g, req.terms, images)
     report = progress or (lambda *a, **k: None)
     report("load", 0, 1)
-    ctx = build_context(av, s, device)
-    net, init = starting_net(ctx, s, g.name, cache_dir, report, is_cancelled)
+    ctx = build_context(av, config, device)
+    net, init = starting_net(ctx, config, g.name, cache_dir, report, is_cancelled)
     track = track_from_request(req, av)
-    frames = list(req.frames) or [0.0]
+    frames = list(req.frames)
     fw = frame_weights(ctx, track, frames)
-    acfg = AdaptConfig(steps=steps, views_per_step=s["views_per_step"], render_size=s["render_size"],
-                       identity=float(req.identity), seed=int(req.seed), time_budget_s=float(req.time_budget_s))
-    r = adapt(ctx, net, g, target, req.cameras, fw, acfg, progress=report, is_cancelled=is_cancelled,
-              render_fn=render_fn)
-    report("bake", 0, 1)
+    acfg = replace(config.adaptation, steps=steps, identity=float(req.identity), seed=int(req.seed),
+                   time_budget_s=float(req.time_budget_s))
+    # adapt_fn: another loop with adapt's signature (avatar from text sculpts with its own)
+    r = (adapt_fn or adapt)(ctx, net, g, target, req.cameras, fw, acfg, progress=report, is_cancelled=is_cancelled)
+    report("bake", 0, len(req.cameras))
     textures = bake.bake_textures(ctx, r.decoded, int(req.texture_size))
-    passes = bake.bake_passes(ctx, r.decoded, textures, req.cameras, fw, int(req.pass_resolution),
-                              tuple(req.passes), render_fn=render_fn)
+    passes = bake.bake_passes(ctx, r.decoded, textures, req.cameras, fw, int(req.pass_resolution), tuple(req.passes),
+                              progress=report)
     damp = expression_dampening(av.blendshapes, r.decoded.bs_offsets.cpu().numpy())
-    name = req.name or next((t.text for t in req.terms if t.kind == "text" and t.text), "image style")
     md = {
         "prompts": [{"kind": t.kind, "text": t.text, "image_index": t.image_index, "weight": float(t.weight)}
                     for t in req.terms],
         "identity": float(req.identity), "guidance": g.name, "guidance_is_test_model": bool(g.is_test_model),
         "steps": r.steps_done, "steps_requested": steps, "stopped": r.stopped, "init": init,
         "losses": r.history, "adapt_seconds": r.seconds, "seconds": time.time() - t0,
-        "device": str(device), "device_name": _device_name(device), "preset": req.preset, "settings": s,
-        "seed": int(req.seed), "expression_dampening": damp["mean"],
+        "device": str(device), "device_name": _device_name(device), "preset": req.preset,
+        "settings": config.settings(), "seed": int(req.seed), "expression_dampening": damp["mean"],
         "expression_dampening_per_blendshape": damp["per_blendshape"], "avatar_hash": ctx.hash,
-        "max_neutral_offset_m": float(np.abs(r.decoded.neutral.detach().cpu().numpy()).max()) if ctx.K >= 0 else 0.0,
+        "max_neutral_offset_m": float(np.abs(r.decoded.neutral.detach().cpu().numpy()).max()),
     }
     if g.is_test_model:
-        md["warning"] = ("Made with a test guidance model with untrained weights: the style is meaningless, "
-                         "only the mechanics are exercised.")
+        md["warning"] = TEST_MODEL_WARNING
+    md["independent_measures"] = measures_from_passes(passes, req.cameras)  # dlib identity + landmark motion
     report("done", 1, 1)
-    return bake.make_result(ctx, r.decoded, textures, passes, md, req.cameras, frames, name)
+    return bake.make_result(ctx, r.decoded, textures, passes, md, req.cameras, frames, req.style_name())
 
 
-def run_prepare(av: AvatarData, guidance_name: str, *, styles=None, style_images=None, device="cpu",
-                clip_checkpoint=None, cache_dir=None, preset="draft", overrides=None, iterations=None,
-                cameras=None, frames=None, progress=None, is_cancelled=None, allow_download=None, guidance=None,
-                seed: int = 0, render_fn=None) -> dict:
-    """Fit + Reptile for ``av`` with ``guidance_name``; checkpoint in ``cache_dir``."""
-    from .rig import default_rig
-
-    s = settings(preset, overrides)
-    g = guidance or load_guidance(guidance_name, clip_checkpoint, device=device, allow_download=allow_download)
-    ctx = build_context(av, s, device)
-    cfg = ctx.net_config(width=s["width"], levels=s["levels"])
-    cams = cameras or default_rig(av.vertices, blendshapes=av.blendshapes)
+def prepare_frames(av: AvatarData, count: int = 8) -> list[float]:
+    """About ``count`` frames spread over the avatar's track (``[0.0]`` without one)."""
     track = av.track
-    fr = frames if frames is not None else (list(np.asarray(track.frames)[:: max(1, len(track.frames) // 8)])
-                                            if track is not None else [0.0])
-    fw = frame_weights(ctx, track, fr)
-    acfg = AdaptConfig(views_per_step=s["views_per_step"], render_size=s["render_size"])
-    mcfg = MetaConfig(iterations=int(iterations or s["meta_iterations"]), inner_steps=s["inner_steps"],
-                      fit_steps=s["fit_steps"], seed=seed)
-    info = meta.prepare(ctx, g, cfg, acfg, mcfg, cams, fw, styles=styles, style_images=style_images,
-                        cache_dir=cache_dir or meta.default_cache_dir(), progress=progress,
-                        is_cancelled=is_cancelled, render_fn=render_fn)
+    if track is None or not len(track.frames):
+        return [0.0]
+    return [float(f) for f in np.asarray(track.frames)[:: max(1, len(track.frames) // count)]]
+
+
+def run_prepare(av: AvatarData, guidance_name: str | None = None, *, styles=None, style_images=None,
+                device="cpu", clip_checkpoint=None, cache_dir=None, preset=DEFAULT_PRESET, overrides=None,
+                iterations=None, cameras=None, frames=None, progress=None, is_cancelled=None,
+                allow_download=None, guidance=None, seed: int = 0, request: PrepareRequest | None = None,
+                limits: Limits | None = None) -> dict:
+    """Fit + Reptile for ``av`` with ``guidance_name``; checkpoint in ``cache_dir``.
+
+    Either a :class:`PrepareRequest` (``request``) or its fields as keywords;
+    ``overrides`` apply over the request's ``settings``."""
+    if request is None:
+        request = PrepareRequest(avatar_id="local", guidance=guidance_name or DEFAULT_GUIDANCE,
+                                 preset=preset, iterations=int(iterations or 0), seed=int(seed),
+                                 styles=list(styles) if styles is not None else None)
+    images = list(style_images or [])
+    request.validate(limits, dict(enumerate(images)))
+    config = style_config(request.preset, request.settings, overrides)
+    if request.iterations:
+        config = replace(config, meta=replace(config.meta, iterations=int(request.iterations)))
+    config = replace(config, meta=replace(config.meta, seed=int(request.seed)))
+    g = guidance or load_guidance(request.guidance, clip_checkpoint, device=device, allow_download=allow_download)
+    ctx = build_context(av, config, device)
+    cams = cameras or default_rig(av.vertices, blendshapes=av.blendshapes)
+    fw = frame_weights(ctx, av.track, frames if frames is not None else prepare_frames(av))
+    info = meta.prepare(ctx, g, config, cams, fw, styles=request.styles, style_images=images,
+                        cache_dir=cache_dir or meta.style_cache(), progress=progress, is_cancelled=is_cancelled)
     info["device"] = str(device)
     return info
 

@@ -14,9 +14,11 @@ Names understood by :func:`load_guidance`:
     ``"ViT-B-32:untrained"``          the architecture with seeded random weights, for
                                       timing benchmarks only (labelled the same way).
 
-open_clip only *logs* when it falls back to random weights (local-dir without
-weights, hf-hub without a weights file); :func:`load_guidance` turns those into
-:class:`shared.errors.GuidanceUnavailable`.
+Every model but the two test ones is created with open_clip's
+``require_pretrained=True``, so open_clip itself refuses to hand back random weights
+(local-dir without weights, hf-hub without a weights file); :func:`load_guidance`
+turns that refusal into :class:`shared.errors.GuidanceUnavailable`. Weight file names
+and the default normalization come from ``open_clip.constants``.
 """
 
 from __future__ import annotations
@@ -28,18 +30,28 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip import pretrained as oc_pretrained
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
+from shared.avatar import srgb_to_linear
 from shared.errors import GuidanceUnavailable, InvalidParams
+from shared.stylize import DEFAULT_GUIDANCE, TEST_GUIDANCE
+
+from .color import linear_to_srgb
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GUIDANCE = "ViT-B-32:laion2b_s34b_b79k"
-TEST_MODEL = "test-tiny"
-_TEST_CONFIG = "metamorph-test-tiny"  # open_clip config name (data/metamorph-test-tiny.json)
+TEST_MODEL = TEST_GUIDANCE
+TEST_CONFIG = "metamorph-test-tiny"  # open_clip config name (data/metamorph-test-tiny.json)
 UNTRAINED_TAG = "untrained"
 _TEST_SEED = 1234
+
+__all__ = ["DEFAULT_GUIDANCE", "TEST_MODEL", "TEST_CONFIG", "UNTRAINED_TAG", "Guidance", "available_models",
+           "load_guidance", "parse_guidance"]
 
 _lock = threading.Lock()
 _cache: dict[tuple, "Guidance"] = {}
@@ -75,9 +87,7 @@ class Guidance:
         Differentiable w.r.t. ``images``: converts to sRGB (what CLIP was trained
         on), resizes to the model's input size and normalizes.
         """
-        x = images.clamp(0.0, 1.0)
-        x = torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(1e-6) ** (1 / 2.4) - 0.055)
-        x = x.permute(0, 3, 1, 2)
+        x = linear_to_srgb(images).permute(0, 3, 1, 2)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=True)
@@ -88,10 +98,6 @@ class Guidance:
     def encode_image_uint8(self, image) -> torch.Tensor:
         """A style image ``[H,W,3]`` uint8 sRGB (numpy) -> ``[1,D]`` embedding (no grad).
         Centre-cropped to a square first, as CLIP's own preprocessing does."""
-        import numpy as np
-
-        from shared.avatar import srgb_to_linear
-
         a = np.asarray(image)
         if a.ndim != 3 or a.shape[2] < 3 or a.dtype != np.uint8:
             raise InvalidParams(f"A style image must be [H,W,3] uint8 sRGB, got {a.dtype} {list(a.shape)}.")
@@ -104,17 +110,13 @@ class Guidance:
 
 
 def _register_test_config() -> None:
-    import open_clip
-
-    if _TEST_CONFIG not in open_clip.list_models():
-        open_clip.add_model_config(Path(__file__).with_name("data") / f"{_TEST_CONFIG}.json")
+    if TEST_CONFIG not in open_clip.list_models():
+        open_clip.add_model_config(Path(__file__).with_name("data") / f"{TEST_CONFIG}.json")
 
 
 def available_models() -> list[str]:
     """Guidance names this backend understands, test model first, then every
     open_clip ``name:tag`` pair (weights may still need downloading)."""
-    import open_clip
-
     _register_test_config()
     return [TEST_MODEL] + [f"{m}:{t}" for m, t in open_clip.list_pretrained()]
 
@@ -124,7 +126,7 @@ def parse_guidance(name: str) -> tuple[str, str | None]:
     ``"local-dir:/x"`` and ``"hf-hub:org/repo"`` pass through whole."""
     name = (name or "").strip()
     if not name:
-        raise InvalidParams("No guidance model named; use e.g. 'ViT-B-32:laion2b_s34b_b79k' or 'test-tiny'.")
+        raise InvalidParams(f"No guidance model named; use e.g. '{DEFAULT_GUIDANCE}' or '{TEST_MODEL}'.")
     if name.startswith(("local-dir:", "hf-hub:")):
         return name, None
     if ":" in name:
@@ -133,35 +135,17 @@ def parse_guidance(name: str) -> tuple[str, str | None]:
     return name, None
 
 
-class _RandomInitWatch(logging.Handler):
-    """Catches open_clip's "initialized randomly / partially" / missing-weights
-    warnings while a model is created."""
-
-    PATTERNS = ("initialized randomly", "initialized partially", "no CLIP weights found",
-                "Could not find/download default weights")
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.hits: list[str] = []
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if any(p in msg for p in self.PATTERNS):
-            self.hits.append(msg)
-
-
 @contextlib.contextmanager
-def _watch_random_init():
-    h = _RandomInitWatch()
+def _quiet_open_clip():
+    """open_clip reports its steps at INFO on the root logger: keep them out of the
+    CLI's and the server's logs unless debugging."""
     root = logging.getLogger()
     level = root.level
-    root.addHandler(h)
     if root.getEffectiveLevel() < logging.WARNING and not log.isEnabledFor(logging.DEBUG):
-        root.setLevel(logging.WARNING)  # open_clip's INFO chatter on the root logger
+        root.setLevel(logging.WARNING)
     try:
-        yield h
+        yield
     finally:
-        root.removeHandler(h)
         root.setLevel(level)
 
 
@@ -178,10 +162,7 @@ def _fetch_hint(model: str, tag: str | None) -> str:
 def _resolve_tag(model: str, tag: str, allow_download: bool) -> str:
     """Local file path of the weights of ``model``/``tag``: from the HF cache, or
     downloaded when allowed. Raises GuidanceUnavailable naming how to get them."""
-    import open_clip
-    from open_clip import pretrained as ocp
-
-    cfg = ocp.get_pretrained_cfg(model, tag)
+    cfg = oc_pretrained.get_pretrained_cfg(model, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model)
         raise InvalidParams(f"Unknown pretrained tag '{tag}' for guidance model '{model}'. "
@@ -192,7 +173,7 @@ def _resolve_tag(model: str, tag: str, allow_download: bool) -> str:
             from huggingface_hub import try_to_load_from_cache
             repo_id = "/".join(hub.split("/")[:2])
             fname_prefix = "/".join(hub.split("/")[2:])
-            for fname in ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"):
+            for fname in (HF_WEIGHTS_NAME, HF_SAFE_WEIGHTS_NAME):
                 fn = f"{fname_prefix}/{fname}" if fname_prefix else fname
                 p = try_to_load_from_cache(repo_id, fn)
                 if isinstance(p, str) and os.path.isfile(p):
@@ -203,7 +184,7 @@ def _resolve_tag(model: str, tag: str, allow_download: bool) -> str:
         raise GuidanceUnavailable(f"The weights of guidance model '{model}:{tag}' are not in the local "
                                   f"cache and downloading is disabled. " + _fetch_hint(model, tag))
     try:
-        path = ocp.download_pretrained(cfg)
+        path = oc_pretrained.download_pretrained(cfg)
     except Exception as e:
         raise GuidanceUnavailable(f"Could not download the weights of guidance model '{model}:{tag}' "
                                   f"({type(e).__name__}). " + _fetch_hint(model, tag)) from e
@@ -213,8 +194,8 @@ def _resolve_tag(model: str, tag: str, allow_download: bool) -> str:
 
 
 def load_guidance(name: str = DEFAULT_GUIDANCE, checkpoint: str | None = None, device: str = "cpu",
-                  allow_download: bool | None = None) -> Guidance:
-    """Load (and cache per process) a frozen guidance model.
+                  allow_download: bool | None = None, cache: bool = True) -> Guidance:
+    """Load (and keep per process, unless ``cache`` is False) a frozen guidance model.
 
     ``allow_download`` defaults to False when ``HF_HUB_OFFLINE`` is set, else True.
     Raises :class:`GuidanceUnavailable` whenever real weights cannot be loaded
@@ -224,6 +205,8 @@ def load_guidance(name: str = DEFAULT_GUIDANCE, checkpoint: str | None = None, d
     if allow_download is None:
         allow_download = os.environ.get("HF_HUB_OFFLINE", "0") in ("", "0", "false", "False")
     key = (name, checkpoint, str(device))
+    if not cache:
+        return _load(name, checkpoint, device, allow_download)
     with _lock:
         if key in _cache:
             return _cache[key]
@@ -233,14 +216,12 @@ def load_guidance(name: str = DEFAULT_GUIDANCE, checkpoint: str | None = None, d
 
 
 def _load(name, checkpoint, device, allow_download) -> Guidance:
-    import open_clip
-
     _register_test_config()
     model_name, tag = parse_guidance(name)
     is_test = False
     seeded = False
     if model_name == TEST_MODEL:
-        model_name, tag, is_test, seeded = _TEST_CONFIG, None, True, True
+        model_name, tag, is_test, seeded = TEST_CONFIG, None, True, True
     elif tag == UNTRAINED_TAG:
         tag, is_test, seeded = None, True, True
     if checkpoint:
@@ -259,36 +240,43 @@ def _load(name, checkpoint, device, allow_download) -> Guidance:
                                 f"'{DEFAULT_GUIDANCE}', 'local-dir:/folder', or 'test-tiny'.")
         if tag is None:
             raise InvalidParams(f"Guidance '{model_name}' names no weights: add a pretrained tag "
-                                f"(e.g. '{model_name}:{(open_clip.list_pretrained_tags_by_model(model_name) or ['?'])[0]}') "
+                                f"(e.g. '{model_name}:{_first_tag(model_name)}') "
                                 f"or pass --clip-checkpoint PATH.")
         pretrained = _resolve_tag(model_name, tag, allow_download)
 
-    with _watch_random_init() as watch, torch.random.fork_rng(devices=[]):
+    with _quiet_open_clip(), torch.random.fork_rng(devices=[]):
         if seeded:
             torch.manual_seed(_TEST_SEED)
         try:
-            model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
-        except GuidanceUnavailable:
-            raise
+            # Only the explicitly named test models may come without weights.
+            model = open_clip.create_model(model_name, pretrained=pretrained, device=device,
+                                           require_pretrained=not seeded)
         except Exception as e:
-            raise GuidanceUnavailable(f"Could not load guidance model '{name}': {e}. "
+            raise GuidanceUnavailable(f"open_clip could not load real weights for guidance model '{name}' ({e}); "
+                                      f"Metamorph never guides with untrained weights. "
                                       + _fetch_hint(model_name, tag)) from e
-    if watch.hits and not seeded:
-        raise GuidanceUnavailable(f"open_clip would run guidance model '{name}' with untrained (random) weights "
-                                  f"({watch.hits[0]}). " + _fetch_hint(model_name, tag))
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    with _watch_random_init():  # only to quiet open_clip's INFO lines
+    with _quiet_open_clip():
         tokenizer = open_clip.get_tokenizer(model_name)
+    # The tag's own normalization when it names one (weights were loaded from a file path,
+    # so open_clip could not attach it), else the model's, else CLIP's.
+    tag_cfg = (oc_pretrained.get_pretrained_cfg(model_name, tag) or {}) if tag else {}
     pp = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = model.visual.image_size
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
-    mean = torch.tensor(pp.get("mean", (0.48145466, 0.4578275, 0.40821073)), dtype=torch.float32, device=device)
-    std = torch.tensor(pp.get("std", (0.26862954, 0.26130258, 0.27577711)), dtype=torch.float32, device=device)
+    mean = torch.tensor(tag_cfg.get("mean") or pp.get("mean") or OPENAI_DATASET_MEAN, dtype=torch.float32,
+                        device=device)
+    std = torch.tensor(tag_cfg.get("std") or pp.get("std") or OPENAI_DATASET_STD, dtype=torch.float32,
+                       device=device)
     if is_test:
         log.warning("GUIDANCE '%s' IS A TEST MODEL WITH UNTRAINED SEEDED WEIGHTS: results only exercise the "
                     "mechanics and are labelled guidance_is_test_model=true. Do not judge style quality from them.",
                     name)
     return Guidance(name=name, model=model, tokenizer=tokenizer, image_size=size, mean=mean, std=std,
                     is_test_model=is_test, device=str(device))
+
+
+def _first_tag(model_name: str) -> str:
+    return (open_clip.list_pretrained_tags_by_model(model_name) or ["?"])[0]

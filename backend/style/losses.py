@@ -41,7 +41,7 @@ def weighted_mix(terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
     total = sum(abs(float(w)) for w, _ in terms)
     if not terms or total == 0:
         raise ValueError("weighted_mix needs at least one term with a non-zero weight")
-    return sum(float(w) * l for w, l in terms) / total
+    return sum(float(w) * loss for w, loss in terms) / total
 
 
 def offset_magnitude(offsets: torch.Tensor, scale: float) -> torch.Tensor:
@@ -57,10 +57,13 @@ def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
     return torch.unique(e, dim=0)
 
 
-def laplacian_loss(offsets: torch.Tensor, edges: torch.Tensor, num_vertices: int, scale: float) -> torch.Tensor:
+def laplacian_loss(offsets: torch.Tensor, edges: torch.Tensor, num_vertices: int, scale: float,
+                   degree: torch.Tensor | None = None) -> torch.Tensor:
     """Uniform-Laplacian smoothness of per-vertex offsets ``[...,V,3]`` (metres):
     mean squared difference between each offset and the mean of its neighbours,
-    in units of ``scale``. 0 for any constant offset field."""
+    in units of ``scale``. 0 for any constant offset field. ``degree`` ``[V]``: the
+    vertices' neighbour counts when ``edges`` is only the part of a mesh that touches
+    non-zero offsets (default: counted from ``edges``)."""
     V = num_vertices
     x = offsets / scale
     lead = x.shape[:-2]
@@ -69,9 +72,12 @@ def laplacian_loss(offsets: torch.Tensor, edges: torch.Tensor, num_vertices: int
     nb_sum = torch.zeros_like(x2)
     nb_sum.index_add_(1, i, x2[:, j])
     nb_sum.index_add_(1, j, x2[:, i])
-    deg = torch.zeros(V, dtype=x.dtype, device=x.device)
-    deg.index_add_(0, i, torch.ones_like(i, dtype=x.dtype))
-    deg.index_add_(0, j, torch.ones_like(j, dtype=x.dtype))
+    if degree is None:
+        deg = torch.zeros(V, dtype=x.dtype, device=x.device)
+        deg.index_add_(0, i, torch.ones_like(i, dtype=x.dtype))
+        deg.index_add_(0, j, torch.ones_like(j, dtype=x.dtype))
+    else:
+        deg = degree.to(x.dtype)
     lap = x2 - nb_sum / deg.clamp_min(1)[None, :, None]
     return lap.pow(2).sum(-1).mean().reshape(()) if lead else lap.pow(2).sum(-1).mean()
 

@@ -1,40 +1,46 @@
-"""Per-avatar preparation: avatar fitting, then Reptile meta-training of the
-bias-mapper initialization over a set of styles.
+"""Per-avatar preparation: Reptile meta-training of the bias-mapper initialization
+over a set of styles, from the network's starting point (which reproduces the avatar
+by construction, see :mod:`backend.style.fitting`; nothing is fitted).
 
-Checkpoints (``torch.save`` dicts, weights only) live in a cache folder:
-    fit-<avatar hash 16>-<net config 8>.pt            fitted network
-    meta-<avatar hash 16>-<guidance slug>-<cfg 8>.pt  fitted network + meta mappers +
-                                                      Reptile iteration (resumable)
+Checkpoints (``torch.save`` dicts, weights only) live in the style cache folder
+(:func:`backend.cache.cache_dir` ``("style", root)``), named by the config's own keys
+(:meth:`backend.style.config.StyleConfig.fit_key` / ``meta_key``):
+    meta-<avatar hash 16>-<guidance slug>-<meta key>.pt starting network + meta mappers +
+                                                       Reptile iteration (resumable)
+(``fit-*.pt`` files of earlier versions are no longer written or read; checkpoints
+whose ``net_version`` is not :data:`backend.style.net.NET_VERSION` are ignored.)
 Reptile (Nichol et al. 2018): theta <- theta + eps * (theta'_style - theta), where
 theta'_style is theta after a few adaptation steps on one sampled style.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass, asdict, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
+from backend import checkpoints
+from backend.cache import cache_dir as cache_folder
 from shared.errors import Cancelled, InvalidParams
 
-from .adapt import AdaptConfig, Target, adapt, load_mapper_state, make_target, mapper_state
+from .adapt import Target, adapt, load_mapper_state, make_target, mapper_state
+from .config import StyleConfig
 from .context import AvatarContext
 from .fitting import fit
-from .net import NetConfig, StyleNet
+from .net import NET_VERSION, StyleNet
 
 log = logging.getLogger(__name__)
 
 DATA = Path(__file__).with_name("data")
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("METAMORPH_CACHE", Path.home() / ".cache" / "metamorph")) / "style"
+def style_cache(root: str | os.PathLike | None = None) -> Path:
+    """The style cache folder (``backend.cache.cache_dir("style", root)``)."""
+    return cache_folder("style", root)
 
 
 def load_styles(path: str | os.PathLike | None = None, heldout: bool = False) -> list[str]:
@@ -51,81 +57,76 @@ def load_styles(path: str | os.PathLike | None = None, heldout: bool = False) ->
     return styles
 
 
-def _cfg_key(cfg: NetConfig, extra: dict | None = None) -> str:
-    return hashlib.sha256(json.dumps([cfg.to_dict(), extra or {}], sort_keys=True).encode()).hexdigest()[:8]
-
-
 def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)[:60]
 
 
-def fit_path(cache_dir, avatar_hash: str, cfg: NetConfig) -> Path:
-    return Path(cache_dir) / f"fit-{avatar_hash[:16]}-{_cfg_key(cfg)}.pt"
+def bind(config: StyleConfig, ctx: AvatarContext) -> StyleConfig:
+    """``config`` with its network at ``ctx``'s UV resolution and blendshape count (what
+    the checkpoints of this avatar are keyed by)."""
+    return replace(config, network=ctx.net_config(config.network))
 
 
-def meta_path(cache_dir, avatar_hash: str, guidance_name: str, cfg: NetConfig) -> Path:
-    return Path(cache_dir) / f"meta-{avatar_hash[:16]}-{_slug(guidance_name)}-{_cfg_key(cfg)}.pt"
+def fit_path(cache_dir, avatar_hash: str, config: StyleConfig) -> Path:
+    """Where earlier versions kept an avatar's fitted network under ``config`` (no longer
+    written or read; kept so callers that name it still import)."""
+    return Path(cache_dir) / f"fit-{avatar_hash[:16]}-{config.fit_key()}.pt"
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def meta_path(cache_dir, avatar_hash: str, guidance_name: str, config: StyleConfig) -> Path:
+    """The meta-training checkpoint of an avatar, guidance model and ``config``."""
+    return Path(cache_dir) / f"meta-{avatar_hash[:16]}-{_slug(guidance_name)}-{config.meta_key()}.pt"
 
 
-def load_or_fit(ctx: AvatarContext, cfg: NetConfig, fit_steps: int, cache_dir=None, progress=None,
+def save_checkpoint(obj: dict, path: Path) -> None:
+    """Save atomically with a checksum beside it (:func:`backend.checkpoints.save_atomic`):
+    never half-written; raises CacheUnavailable when the folder cannot be written."""
+    checkpoints.save_atomic(path, obj)
+
+
+def load_checkpoint(path: Path, device) -> dict | None:
+    """A checkpoint :func:`save_checkpoint` wrote, or None when missing or damaged (a
+    damaged one is moved aside and logged, so it is rebuilt)."""
+    return checkpoints.load_verified(path, map_location=device)
+
+
+def load_or_fit(ctx: AvatarContext, config: StyleConfig, cache_dir=None, progress=None,
                 is_cancelled=None, seed: int = 0) -> StyleNet:
-    """The fitted network for this avatar and config, from the cache or trained
-    now (and cached). ``cache_dir=None`` disables the cache."""
-    p = fit_path(cache_dir, ctx.hash, cfg) if cache_dir else None
-    if p and p.is_file():
-        ck = torch.load(p, map_location=ctx.device, weights_only=True)
-        if ck.get("avatar_hash") == ctx.hash and ck.get("fit_steps") == fit_steps:
-            net = StyleNet(cfg).to(ctx.device)
-            net.load_state_dict(ck["state"])
-            return net
-    net, hist = fit(ctx, cfg, steps=fit_steps, seed=seed, progress=progress, is_cancelled=is_cancelled)
-    if p:
-        _atomic_save({"avatar_hash": ctx.hash, "fit_steps": fit_steps, "config": cfg.to_dict(),
-                      "state": net.state_dict(), "loss": hist[-1] if hist else None}, p)
+    """The network at its starting point for this avatar and ``config``'s network: it
+    reproduces the avatar by construction (one forward pass, nothing trained or
+    cached; ``cache_dir`` and the fitting settings are unused, kept for callers)."""
+    net, _ = fit(ctx, bind(config, ctx).network, seed=seed, progress=progress, is_cancelled=is_cancelled)
     return net
 
 
-def load_meta_init(cache_dir, ctx: AvatarContext, guidance_name: str, cfg: NetConfig):
-    """(fitted state_dict, meta mapper tensors, info) of a prepared avatar, or None."""
+def load_meta_init(cache_dir, ctx: AvatarContext, guidance_name: str, config: StyleConfig):
+    """(starting network's state_dict, meta mapper tensors, info) of a prepared avatar, or None."""
     if not cache_dir:
         return None
-    p = meta_path(cache_dir, ctx.hash, guidance_name, cfg)
-    if not p.is_file():
+    p = meta_path(cache_dir, ctx.hash, guidance_name, bind(config, ctx))
+    ck = load_checkpoint(p, ctx.device)
+    if ck is None:
         return None
-    ck = torch.load(p, map_location=ctx.device, weights_only=True)
     if ck.get("avatar_hash") != ctx.hash or ck.get("guidance") != guidance_name or ck.get("iteration", 0) <= 0:
         return None
-    return ck["fitted"], ck["meta_mappers"], {"iteration": ck["iteration"], "iterations": ck.get("iterations"),
+    if ck.get("net_version") != NET_VERSION:
+        return None  # a network of an earlier version (fitted, other heads): prepare again
+    return ck["start"], ck["meta_mappers"], {"iteration": ck["iteration"], "iterations": ck.get("iterations"),
                                               "path": str(p)}
 
 
-@dataclass
-class MetaConfig:
-    iterations: int = 200      # Reptile outer iterations
-    inner_steps: int = 5       # adaptation steps per sampled style
-    outer_lr: float = 0.5      # eps, annealed linearly to 0.1 * eps
-    fit_steps: int = 300
-    save_every: int = 10
-    seed: int = 0
-    identity: float = 0.5
-
-
-def prepare(ctx: AvatarContext, guidance, net_cfg: NetConfig, adapt_cfg: AdaptConfig, meta_cfg: MetaConfig,
-            cameras, frame_w: torch.Tensor, styles: list[str] | None = None, style_images: list | None = None,
-            cache_dir=None, progress=None, is_cancelled=None, render_fn=None) -> dict:
-    """Fit the avatar, then Reptile over ``styles`` (text prompts) and
-    ``style_images`` ([H,W,3] uint8). Resumes from the checkpoint if one exists
+def prepare(ctx: AvatarContext, guidance, config: StyleConfig, cameras, frame_w: torch.Tensor,
+            styles: list[str] | None = None, style_images: list | None = None,
+            cache_dir=None, progress=None, is_cancelled=None) -> dict:
+    """Reptile over ``styles`` (text prompts) and ``style_images`` ([H,W,3] uint8) from
+    the network's starting point, as ``config`` says (its network, adaptation and meta
+    sections). Resumes from the checkpoint if one exists
     for this avatar, guidance and config. Returns a summary dict.
     ``progress(stage, step, total, losses, preview)``; cancel raises :class:`Cancelled`
     after saving the progress made so far."""
-    cache_dir = Path(cache_dir or default_cache_dir())
+    cache_dir = Path(cache_dir) if cache_dir else style_cache()
+    config = bind(config, ctx)
+    net_cfg, adapt_cfg, meta_cfg = config.network, config.adaptation, config.meta
     styles = list(styles) if styles is not None else load_styles()
     targets: list[Target] = [make_target(guidance, [{"kind": "text", "text": s}]) for s in styles]
     for i, img in enumerate(style_images or []):
@@ -133,17 +134,17 @@ def prepare(ctx: AvatarContext, guidance, net_cfg: NetConfig, adapt_cfg: AdaptCo
     if not targets:
         raise InvalidParams("Meta-training needs at least one style prompt or image.")
     t0 = time.time()
-    path = meta_path(cache_dir, ctx.hash, guidance.name, net_cfg)
+    path = meta_path(cache_dir, ctx.hash, guidance.name, config)
     start, theta, fitted_state, hist = 0, None, None, []
-    if path.is_file():
-        ck = torch.load(path, map_location=ctx.device, weights_only=True)
-        if ck.get("avatar_hash") == ctx.hash and ck.get("guidance") == guidance.name:
-            start, theta, fitted_state = int(ck["iteration"]), ck["meta_mappers"], ck["fitted"]
+    ck = load_checkpoint(path, ctx.device)
+    if ck is not None:
+        if (ck.get("avatar_hash") == ctx.hash and ck.get("guidance") == guidance.name
+                and ck.get("net_version") == NET_VERSION):
+            start, theta, fitted_state = int(ck["iteration"]), ck["meta_mappers"], ck["start"]
             hist = list(ck.get("history", []))
             log.info("resuming meta-training at iteration %d of %d", start, meta_cfg.iterations)
-    if fitted_state is None:
-        fprog = (lambda st, s, t, l: progress(st, s, t, l, None)) if progress else None
-        net = load_or_fit(ctx, net_cfg, meta_cfg.fit_steps, cache_dir, fprog, is_cancelled, seed=meta_cfg.seed)
+    if fitted_state is None:  # the starting point: one forward pass, no stage of its own to report
+        net = load_or_fit(ctx, config, cache_dir, None, is_cancelled, seed=meta_cfg.seed)
         fitted_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     else:
         net = StyleNet(net_cfg).to(ctx.device)
@@ -153,10 +154,10 @@ def prepare(ctx: AvatarContext, guidance, net_cfg: NetConfig, adapt_cfg: AdaptCo
     order = torch.randint(len(targets), (meta_cfg.iterations,), generator=gen).tolist()
 
     def save(it):
-        _atomic_save({"avatar_hash": ctx.hash, "guidance": guidance.name, "config": net_cfg.to_dict(),
-                      "meta_config": asdict(meta_cfg), "iteration": it, "iterations": meta_cfg.iterations,
-                      "fitted": fitted_state, "meta_mappers": theta, "history": hist,
-                      "styles": len(targets)}, path)
+        save_checkpoint({"avatar_hash": ctx.hash, "guidance": guidance.name, "config": net_cfg.to_dict(),
+                         "meta_config": asdict(meta_cfg), "iteration": it, "iterations": meta_cfg.iterations,
+                         "net_version": NET_VERSION, "start": fitted_state, "meta_mappers": theta, "history": hist,
+                         "styles": len(targets)}, path)
 
     it = start
     try:
@@ -167,7 +168,7 @@ def prepare(ctx: AvatarContext, guidance, net_cfg: NetConfig, adapt_cfg: AdaptCo
             load_mapper_state(net, theta)
             acfg = replace(adapt_cfg, steps=meta_cfg.inner_steps, seed=meta_cfg.seed * 100003 + it,
                            identity=meta_cfg.identity, preview_every=0, time_budget_s=0.0)
-            r = adapt(ctx, net, guidance, targets[order[it]], cameras, frame_w, acfg, render_fn=render_fn)
+            r = adapt(ctx, net, guidance, targets[order[it]], cameras, frame_w, acfg)
             new = mapper_state(net)
             theta = [t + eps * (n - t) for t, n in zip(theta, new)]
             hist.append(r.history[-1]["style"])
@@ -184,3 +185,7 @@ def prepare(ctx: AvatarContext, guidance, net_cfg: NetConfig, adapt_cfg: AdaptCo
             "styles": len(targets), "seconds": time.time() - t0, "guidance": guidance.name,
             "guidance_is_test_model": bool(guidance.is_test_model), "avatar_hash": ctx.hash,
             "final_inner_style_loss": hist[-1] if hist else None}
+
+
+__all__ = ["bind", "fit_path", "load_checkpoint", "load_meta_init", "load_or_fit", "load_styles", "meta_path",
+           "prepare", "save_checkpoint", "style_cache"]

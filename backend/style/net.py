@@ -8,12 +8,21 @@ Per texture set (the batch dimension ``S``), at UV working resolution ``R``::
     bias mapper_l(f_l) -> spatial bias map b_l [S,W,R/2^l,R/2^l]
     decoder: x = learned constant at the coarsest level; per level, from coarse
              to fine: x = act(conv(up(x)) + b_l)
-    heads: albedo logit change [S,3,R,R]; offset maps [S,3(K+1),R,R] (neutral + K
-           blendshapes)
+    heads (3x3 convs): albedo logit change [S,3,R,R] and neutral offset map [S,3,R,R]
+           on every texture set; blendshape offsets [Vm,3K] evaluated only at the
+           vertices some blendshape moves (``head_bs`` applied to the decoder features
+           sampled there, see :class:`backend.style.uvmaps.BlendshapeSampler`), so their
+           cost follows the moving geometry, not texture sets x blendshapes
 
 The identity reaches the decoder only through the bias maps, so adapting the
 bias mappers alone (as the method does) can restyle everything the decoder
 outputs. ``StyleNet.mapper_parameters()`` is that subset.
+
+Starting point by construction (no fitting): the mappers' initial weights are kept
+as frozen buffers, and :meth:`backend.style.context.AvatarContext.decode` subtracts
+the network's output at those weights (computed once per avatar, detached) from
+every output. At the start every change is exactly 0 (the avatar itself), while the
+gradients reaching the mappers are those of a randomly initialized network.
 
 Bounds: neutral offsets are ``tanh * max_offset_frac * head size``; the offset of
 blendshape ``k`` at a vertex is at most ``bs_offset_frac * |delta_k|`` there, so
@@ -23,27 +32,15 @@ a stylized expression can never shrink below (1 - bs_offset_frac) of the origina
 
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import NetConfig
+
 IN_CHANNELS = 10
-
-
-@dataclass
-class NetConfig:
-    resolution: int = 128      # UV working resolution R (pixels)
-    width: int = 32            # channels W of every layer
-    levels: int = 3            # encoder/decoder levels L (R must divide by 2^(L-1))
-    num_blendshapes: int = 0   # K
-    max_offset_frac: float = 0.03  # neutral offset bound, fraction of head size (bbox diagonal)
-    bs_offset_frac: float = 0.5    # blendshape offset bound, fraction of the blendshape's own delta
-    padding: str = "replicate"     # conv padding; zeros would make UV-square borders (often seams) special
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# Checkpoints store this; others (fitted networks of earlier versions) are not loaded.
+NET_VERSION = 3
 
 
 class StyleNet(nn.Module):
@@ -59,20 +56,31 @@ class StyleNet(nn.Module):
         if cfg.resolution % (2 ** (L - 1)):
             raise ValueError(f"UV resolution {cfg.resolution} must divide by {2 ** (L - 1)}")
         self.enc = nn.ModuleList()
-        for l in range(L):
-            cin = IN_CHANNELS if l == 0 else W
-            stride = 1 if l == 0 else 2
+        for lvl in range(L):
+            cin = IN_CHANNELS if lvl == 0 else W
+            stride = 1 if lvl == 0 else 2
             self.enc.append(nn.Sequential(conv(cin, W, stride), nn.SiLU(), conv(W, W), nn.SiLU()))
         self.mappers = nn.ModuleList([conv(W, W) for _ in range(L)])
         low = cfg.resolution // 2 ** (L - 1)
         self.const = nn.Parameter(torch.randn(1, W, low, low) * 0.1)
         self.dec = nn.ModuleList([conv(W, W) for _ in range(L)])
         self.head_albedo = conv(W, 3)
-        self.head_offset = conv(W, 3 * (cfg.num_blendshapes + 1))
+        self.head_neutral = conv(W, 3)
+        self.head_bs = conv(W, 3 * cfg.num_blendshapes) if cfg.num_blendshapes else None
+        for lvl, m in enumerate(self.mappers):  # the starting point's mappers (frozen, saved)
+            self.register_buffer(f"mapper0_weight_{lvl}", m.weight.detach().clone())
+            self.register_buffer(f"mapper0_bias_{lvl}", m.bias.detach().clone())
 
     def mapper_parameters(self):
         """The adapted subset: the bias mappers' weights and biases."""
         return list(self.mappers.parameters())
+
+    def frozen_key(self) -> tuple:
+        """Identifies the current values of everything but the mappers (storage and
+        in-place version of each tensor): what the starting-point reference depends on."""
+        mapper_ids = {id(p) for p in self.mapper_parameters()}
+        ts = [p for p in self.parameters() if id(p) not in mapper_ids] + list(self.buffers())
+        return tuple((t.data_ptr(), t._version, t.device.type) for t in ts)
 
     def encode(self, identity: torch.Tensor) -> list[torch.Tensor]:
         """``identity`` ``[S,10,R,R]`` -> features per level (fine to coarse)."""
@@ -82,19 +90,27 @@ class StyleNet(nn.Module):
             feats.append(x)
         return feats
 
-    def forward(self, identity: torch.Tensor, feats: list[torch.Tensor] | None = None):
-        """-> (albedo logit change ``[S,3,R,R]``, raw offset maps ``[S,3(K+1),R,R]``).
+    def _bias(self, lvl: int, f: torch.Tensor, start: bool) -> torch.Tensor:
+        m = self.mappers[lvl]
+        if not start:
+            return m(f)
+        return m._conv_forward(f, getattr(self, f"mapper0_weight_{lvl}"), getattr(self, f"mapper0_bias_{lvl}"))
+
+    def forward(self, identity: torch.Tensor, feats: list[torch.Tensor] | None = None, start: bool = False):
+        """-> (albedo logit change ``[S,3,R,R]``, raw neutral offset map ``[S,3,R,R]``,
+        decoder features ``[S,W,R,R]`` (for :attr:`head_bs`)), raw: before the reference
+        is subtracted. ``start``: with the mappers' starting weights (the reference).
         Pass precomputed ``feats`` (the encoder is frozen during adaptation)."""
         feats = self.encode(identity) if feats is None else feats
         S = identity.shape[0]
         L = self.cfg.levels
         x = self.const.expand(S, -1, -1, -1)
         for i in range(L):
-            l = L - 1 - i  # coarse -> fine
+            lvl = L - 1 - i  # coarse -> fine
             if i > 0:
                 x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-            x = F.silu(self.dec[i](x) + self.mappers[l](feats[l]))
-        return self.head_albedo(x), self.head_offset(x)
+            x = F.silu(self.dec[i](x) + self._bias(lvl, feats[lvl], start))
+        return self.head_albedo(x), self.head_neutral(x), x
 
 
 def identity_input(maps: dict) -> torch.Tensor:
@@ -109,9 +125,12 @@ def logit(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
 
 
 def apply_albedo(base_linear: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """Stylized albedo = sigmoid(logit(base) + delta), any resolution.
+    """Stylized albedo = base + sigmoid(logit(base) + delta) - sigmoid(logit(base)), clamped
+    to [0,1], any resolution: sigmoid(logit(base) + delta) up to the logit's clamp, and
+    exactly ``base`` where ``delta`` is 0 (pure black/white texels included).
     ``base_linear`` ``[S,H,W,3]``; ``delta`` ``[S,3,R,R]`` (resized to H,W)."""
     H, W = base_linear.shape[1:3]
     if delta.shape[-2:] != (H, W):
         delta = F.interpolate(delta, size=(H, W), mode="bilinear", align_corners=False)
-    return torch.sigmoid(logit(base_linear) + delta.permute(0, 2, 3, 1))
+    lg = logit(base_linear)
+    return (base_linear + (torch.sigmoid(lg + delta.permute(0, 2, 3, 1)) - torch.sigmoid(lg))).clamp(0.0, 1.0)

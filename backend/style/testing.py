@@ -67,3 +67,63 @@ def tiny_avatar(rows: int = 16, cols: int = 24, tex: int = 64, split_seam: bool 
     track = ExpressionTrack(frames=frames, names=names, weights=w)
     return AvatarData(vertices=verts, faces=faces, uvs=np.array(uvs, np.float32), uv_faces=uvf, face_material=fm,
                       texture_sets=sets, blendshape_names=names, blendshapes=bs, track=track, name="tiny_head")
+
+
+# The 52 ARKit face blendshapes and the 15 Oculus visemes: the 67 morph targets of a
+# Ready Player Me avatar.
+ARKIT_52 = (
+    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft",
+    "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
+    "eyeSquintRight", "eyeWideRight", "jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose",
+    "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight", "mouthSmileLeft", "mouthSmileRight",
+    "mouthFrownLeft", "mouthFrownRight", "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft",
+    "mouthStretchRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
+    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
+    "mouthUpperUpRight", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "tongueOut",
+)
+VISEMES = ("viseme_sil", "viseme_PP", "viseme_FF", "viseme_TH", "viseme_DD", "viseme_kk", "viseme_CH",
+           "viseme_SS", "viseme_nn", "viseme_RR", "viseme_aa", "viseme_E", "viseme_I", "viseme_O", "viseme_U")
+# Sample-avatar part -> texture set of the benchmark avatar (9 sets, as a Ready Player Me avatar has).
+BENCH_SETS = ("head", "eye_L", "eye_R", "ears", "mouth", "hair", "brows", "teeth_upper", "teeth_lower")
+_PART_SET = {"skin": 0, "eye_L": 1, "eye_R": 2, "ear_L": 3, "ear_R": 3, "mouth": 4, "hair": 5, "brows": 6,
+             "glasses": 5, "teeth_upper": 7, "teeth_lower": 8}
+
+
+def bench_avatar(seed: int = 0) -> AvatarData:
+    """The sample avatar re-cut as a real-avatar-sized benchmark: 9 texture sets (one per
+    part group, :data:`BENCH_SETS`, each with its own copy of the atlas, so renders are
+    unchanged) and 67 blendshapes (:data:`ARKIT_52` + :data:`VISEMES`). The sample's own
+    11 deltas keep their names; each other target is a seeded mix of two of them (halved
+    to one side for Left/Right names), so every blendshape moves only face geometry, as on
+    a real avatar where hair, clothes and shoes never move with an expression."""
+    from backend.avatar.layout import PART_NAMES
+    from backend.avatar.params import AvatarParams
+    from backend.avatar.sample import build_geometry, sample_avatar
+
+    av = sample_avatar()
+    part = np.asarray(build_geometry(AvatarParams()).part_of_vertex)
+    lut = np.array([_PART_SET[n] for n in PART_NAMES], np.int32)
+    fm = lut[part[av.faces[:, 0]]]
+    img = av.texture_sets[0].image
+    sets = [TextureSet(n, img.copy(), av.texture_sets[0].base_color) for n in BENCH_SETS]
+    rng = np.random.default_rng(seed)
+    own = {n: av.blendshapes[i] for i, n in enumerate(av.blendshape_names)}
+    base = list(own.values())
+    x = av.vertices[:, 0]
+    names = list(ARKIT_52) + list(VISEMES)
+    deltas = []
+    for n in names:
+        if n in own:
+            deltas.append(own[n])
+            continue
+        i, j = rng.choice(len(base), 2, replace=False)
+        d = rng.uniform(0.3, 1.0) * base[i] + rng.uniform(0.0, 0.5) * base[j]
+        if n.endswith("Left"):
+            d = d * (x > 0)[:, None]
+        elif n.endswith("Right"):
+            d = d * (x < 0)[:, None]
+        deltas.append(d)
+    return AvatarData(vertices=av.vertices, faces=av.faces, uvs=av.uvs, uv_faces=av.uv_faces, face_material=fm,
+                      texture_sets=sets, blendshape_names=names, blendshapes=np.stack(deltas).astype(np.float32),
+                      track=av.track, name="metamorph_bench9")

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared.avatar import srgb_to_linear
+
 
 @numba.njit(cache=True)
 def _raster_uv(uv_tri, tri_index, R, tri_id, bary):
@@ -156,15 +158,98 @@ class VertexSampler:
         S, C = maps.shape[:2]
         smp = F.grid_sample(maps, self.grid.to(maps.device), mode="bilinear", padding_mode="border",
                             align_corners=False)  # [S,C,1,N]
-        acc = maps.new_zeros(self.num_vertices, C)
+        acc = smp.new_zeros(self.num_vertices, C)  # smp's dtype: grid_sample may run in float32 under autocast
         for s in range(S):
             cv = self.corner_vertex[s].to(maps.device)
             acc = acc.index_add(0, cv, smp[s, :, 0, :len(cv)].t())
         per_v = acc / self.vertex_count.to(maps.device).clamp_min(1)[:, None]
         grp = self.group.to(maps.device)
-        g = maps.new_zeros(len(self.group_count), C).index_add(0, grp, per_v)
+        g = per_v.new_zeros(len(self.group_count), C).index_add(0, grp, per_v)
         g = g / self.group_count.to(maps.device)[:, None]
         return g[grp]
+
+
+@dataclass
+class BlendshapeSampler:
+    """Decoder features at the vertices blendshapes move, as 3x3 patches, so a 3x3 conv
+    head evaluated on them (:meth:`head`) equals that conv applied to the whole map and
+    read back like :class:`VertexSampler` does (bilinear per triangle corner, mean per
+    vertex, mean per group of coincident vertices: here coincident *moving* vertices),
+    at a cost that follows the number of moving vertices instead of texture sets x texels.
+
+    Exact because the conv, the bilinear lookup and the means are all linear: each tap
+    of the 3x3 patch is the map looked up one texel away from the corner's (clamped)
+    texel position; the conv's padding becomes grid_sample's (replicate -> border,
+    zeros -> zeros). Corners of a vertex that share a UV are looked up once, weighted.
+    """
+
+    vertices: torch.Tensor     # [Vm] long, the moving vertices
+    sets: torch.Tensor         # [Sm] long, texture sets with a triangle corner on a moving vertex
+    grid: torch.Tensor         # [Sm,9,Nmax,2] grid_sample coords of the 9 taps per lookup point
+    point_vertex: list         # per set in ``sets``: [n_s] long index into ``vertices``
+    point_weight: list         # per set: [n_s] float, corners of that vertex at that UV / its corners
+    group: torch.Tensor        # [Vm] long coincident-group id among the moving vertices
+    group_count: torch.Tensor  # [G] float
+    padding: str               # grid_sample padding_mode
+
+    @classmethod
+    def build(cls, vertices, faces, uvs, uv_faces, face_material, moving: np.ndarray, R: int, tol: float,
+              conv_padding: str = "replicate"):
+        """``moving`` ``[V]`` bool: vertices whose delta is non-zero in some blendshape."""
+        pad = {"replicate": "border", "zeros": "zeros"}.get(conv_padding)
+        if pad is None:
+            raise ValueError(f"conv padding '{conv_padding}' has no grid_sample equivalent")
+        vm = np.nonzero(moving)[0]
+        local = np.full(len(vertices), -1, np.int64)
+        local[vm] = np.arange(len(vm))
+        cv, cu = faces.reshape(-1).astype(np.int64), uv_faces.reshape(-1).astype(np.int64)
+        cs = np.repeat(face_material.astype(np.int64), 3)
+        keep = local[cv] >= 0
+        cv, cu, cs = local[cv[keep]], cu[keep], cs[keep]
+        count = np.bincount(cv, minlength=len(vm)).astype(np.float64)
+        sets = np.unique(cs)
+        taps = np.array([(b - 1, a - 1) for a in range(3) for b in range(3)], np.float64)  # (dx, dy), conv order
+        pts, pvs, pws, nmax = [], [], [], 1
+        for s in sets:
+            sel = cs == s
+            key, mult = np.unique(np.stack([cv[sel], cu[sel]], 1), axis=0, return_counts=True)
+            uv = uvs[key[:, 1]].astype(np.float64)
+            p = np.stack([uv[:, 0] * R - 0.5, (1.0 - uv[:, 1]) * R - 0.5], -1).clip(0, R - 1)
+            g = ((p[None] + taps[:, None]) + 0.5) / R * 2 - 1  # [9,n,2] normalized, align_corners=False
+            pts.append(g.astype(np.float32))
+            pvs.append(torch.from_numpy(key[:, 0].copy()))
+            pws.append(torch.from_numpy((mult / count[key[:, 0]]).astype(np.float32)))
+            nmax = max(nmax, len(key))
+        G = np.zeros((len(sets), 9, nmax, 2), np.float32)
+        for i, g in enumerate(pts):
+            G[i, :, :g.shape[1]] = g
+        grp = coincident_groups(vertices[vm], tol) if len(vm) else np.zeros(0, np.int64)
+        grp_t = torch.from_numpy(grp)
+        gc = torch.zeros(int(grp.max()) + 1 if len(grp) else 0).index_add_(0, grp_t, torch.ones(len(grp)))
+        return cls(torch.from_numpy(vm), torch.from_numpy(sets), torch.from_numpy(G), pvs, pws, grp_t, gc, pad)
+
+    def to(self, device) -> "BlendshapeSampler":
+        return BlendshapeSampler(self.vertices.to(device), self.sets.to(device), self.grid.to(device),
+                                 [t.to(device) for t in self.point_vertex], [t.to(device) for t in self.point_weight],
+                                 self.group.to(device), self.group_count.to(device), self.padding)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder features ``x`` ``[S,W,R,R]`` -> ``[Vm,9W]`` per-vertex 3x3 patches
+        (channel-major, taps in conv weight order)."""
+        W = x.shape[1]
+        smp = F.grid_sample(x.index_select(0, self.sets), self.grid, mode="bilinear", padding_mode=self.padding,
+                            align_corners=False)  # [Sm,W,9,Nmax]
+        acc = smp.new_zeros(len(self.vertices), W * 9)
+        for i, (pv, pw) in enumerate(zip(self.point_vertex, self.point_weight)):
+            acc = acc.index_add(0, pv, smp[i, :, :, :len(pv)].reshape(W * 9, -1).t() * pw[:, None])
+        g = acc.new_zeros(len(self.group_count), W * 9).index_add(0, self.group, acc)
+        return (g / self.group_count[:, None])[self.group]
+
+    def head(self, conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """``conv`` (3x3, stride 1) applied to ``x`` ``[S,W,R,R]`` and read at the moving
+        vertices -> ``[Vm, conv.out_channels]``."""
+        w = conv.weight.reshape(conv.out_channels, -1)
+        return torch.addmm(conv.bias, self.patches(x), w.t())
 
 
 def avatar_uv_maps(av, R: int):
@@ -175,14 +260,11 @@ def avatar_uv_maps(av, R: int):
     divided by its size), ``normal`` ``[S,R,R,3]``, ``mask`` ``[S,R,R,1]``
     (texels on the surface), plus ``center`` [3] and ``size`` (metres).
     """
-    from shared.avatar import srgb_to_linear
-
     v = av.vertices
     lo, hi = v.min(0), v.max(0)
     center = (lo + hi) / 2
     size = float(np.linalg.norm(hi - lo)) or 1.0
     nrm = vertex_normals(v, av.faces)
-    S = len(av.texture_sets)
     alb, pos, nor, msk = [], [], [], []
     for s, ts in enumerate(av.texture_sets):
         img = torch.from_numpy(srgb_to_linear(ts.image.astype(np.float32) / 255.0))

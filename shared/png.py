@@ -1,12 +1,15 @@
-"""Minimal PNG writer and reader on numpy arrays (no Pillow inside Blender).
+"""Minimal PNG writer and reader on numpy arrays (no Pillow: Blender's Python loads it).
 
-Writes 8-bit grey/RGB/RGBA and 16-bit grey, row 0 = top (the wire's and the
-file's convention). Reading handles what this module writes plus Blender's
-own 8-bit RGB/RGBA renders (all five PNG filters), enough for side-by-sides.
+Writes 8-bit grey/grey+alpha/RGB/RGBA and 16-bit grey, row 0 = top (the wire's and
+the file's convention), with optional ``tEXt`` chunks (``text={"key": "value"}``:
+Latin-1, keys 1-79 characters) so a file can say where it came from, e.g. that
+the test guidance model made it. Reading handles what this module writes plus
+Blender's own 8-bit renders (all five PNG filters), enough for side-by-sides.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -20,11 +23,20 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
 
-def encode_png(img: np.ndarray, level: int = 3) -> bytes:
+def _text_chunk(key: str, value: str) -> bytes:
+    k = str(key).encode("latin-1", "replace")[:79]
+    if not k:
+        raise ValueError("A PNG text key must not be empty.")
+    return _chunk(b"tEXt", k + b"\x00" + str(value).encode("latin-1", "replace"))
+
+
+def encode_png(img: np.ndarray, level: int = 3, text: dict | None = None) -> bytes:
     """``img`` [H,W] or [H,W,C] (C in 1..4) uint8, or [H,W(,1)] uint16 -> PNG bytes."""
     a = np.asarray(img)
     if a.ndim == 2:
         a = a[..., None]
+    if a.ndim != 3:
+        raise ValueError(f"Cannot write a PNG from {a.dtype} {list(a.shape)}.")
     h, w, c = a.shape
     if a.dtype == np.uint16 and c == 1:
         depth, rows = 16, np.ascontiguousarray(a.astype(">u2")).view(np.uint8).reshape(h, w * 2)
@@ -36,32 +48,54 @@ def encode_png(img: np.ndarray, level: int = 3) -> bytes:
     raw[:, 0] = 0  # filter: none
     raw[:, 1:] = rows
     ihdr = struct.pack(">IIBBBBB", w, h, depth, _COLOR_TYPE[c], 0, 0, 0)
-    return (_SIG + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
+    texts = b"".join(_text_chunk(k, v) for k, v in (text or {}).items())
+    return (_SIG + _chunk(b"IHDR", ihdr) + texts + _chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
             + _chunk(b"IEND", b""))
 
 
-def write_png(path: str, img: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        f.write(encode_png(img))
+def write_png(path: str, img: np.ndarray, text: dict | None = None) -> None:
+    """Write atomically (temporary file beside ``path``, then rename): a failure never
+    leaves a half-written PNG."""
+    data = encode_png(img, text=text)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _chunks(data: bytes, path: str):
+    if data[:8] != _SIG:
+        raise ValueError(f"{path} is not a PNG file.")
+    pos = 8
+    while pos + 8 <= len(data):
+        n, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        yield tag, data[pos + 8:pos + 8 + n]
+        if tag == b"IEND":
+            return
+        pos += 12 + n
+
+
+def read_png_text(path: str) -> dict[str, str]:
+    """The ``tEXt`` chunks of a PNG file as {key: value}."""
+    out = {}
+    for tag, body in _chunks(open(path, "rb").read(), path):
+        if tag == b"tEXt" and b"\x00" in body:
+            k, v = body.split(b"\x00", 1)
+            out[k.decode("latin-1")] = v.decode("latin-1")
+    return out
 
 
 def read_png(path: str) -> np.ndarray:
     """PNG file -> [H,W,C] uint8 (8-bit) or uint16 (16-bit), row 0 = top.
     Non-interlaced, non-palette images only."""
-    data = open(path, "rb").read()
-    if data[:8] != _SIG:
-        raise ValueError(f"{path} is not a PNG file.")
-    pos, idat, hdr = 8, [], None
-    while pos < len(data):
-        n, tag = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + n]
+    idat, hdr = [], None
+    for tag, body in _chunks(open(path, "rb").read(), path):
         if tag == b"IHDR":
             hdr = struct.unpack(">IIBBBBB", body)
         elif tag == b"IDAT":
             idat.append(body)
-        elif tag == b"IEND":
-            break
-        pos += 12 + n
+    if hdr is None:
+        raise ValueError(f"{path}: no PNG header.")
     w, h, depth, ctype, _, _, interlace = hdr
     chans = {0: 1, 4: 2, 2: 3, 6: 4}.get(ctype)
     if chans is None or interlace or depth not in (8, 16):

@@ -1,0 +1,103 @@
+"""Expression capture from a photo or a video: face mesh -> features -> regressor -> smoothed track.
+
+:func:`run_expression_from_video` is the one entry point (CLI and server job). Frames
+are ``[N,H,W,3]`` uint8 sRGB; a single photo is N = 1. The weights are by ARKit name
+(the regressor's names); the head rotation is kept apart (an object rotation track).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from shared import expression as X
+from shared.errors import InvalidParams
+
+from . import features as ft
+from .regressor import Regressor, load_regressor
+
+
+def gaussian_smooth(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Smooth [N,...] along axis 0 with a Gaussian of ``sigma`` frames (edges reflected)."""
+    if sigma <= 0 or len(a) < 2:
+        return a.copy()
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    pad = np.pad(a, [(r, r)] + [(0, 0)] * (a.ndim - 1), mode="reflect" if len(a) > r else "edge")
+    out = np.zeros_like(a, dtype=np.float64)
+    for i, w in enumerate(k):
+        out += w * pad[i:i + len(a)]
+    return out.astype(a.dtype)
+
+
+def fill_missing(values: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Rows where ``found`` is False take the nearest found row's values."""
+    idx = np.flatnonzero(found)
+    near = idx[np.abs(np.arange(len(values))[:, None] - idx[None]).argmin(1)]
+    return values[near]
+
+
+def frame_landmarks(frames: np.ndarray, still: bool) -> np.ndarray:
+    """[N,478,3] landmarks (NaN rows where no face): a still-image mesh per frame for photos and
+    unrelated images, MediaPipe's tracking mode for a video."""
+    from backend.face.landmarks import NUM_LANDMARKS, face_landmarks, landmarks_sequence
+
+    if not still and len(frames) > 1:
+        return landmarks_sequence(frames)
+    out = []
+    for f in frames:
+        lm = face_landmarks(np.ascontiguousarray(f))
+        out.append(np.full((NUM_LANDMARKS, 3), np.nan, np.float32) if lm is None else lm)
+    return np.stack(out)
+
+
+def _frame_label(names: list[str], w: np.ndarray, found: bool) -> str:
+    if not found:
+        return "no face"
+    k = int(np.argmax(w))
+    return "neutral" if w[k] < 0.15 else f"{names[k]} {w[k]:.2f}"
+
+
+def run_expression_from_video(frames: np.ndarray, req: X.ExpressionFromVideoRequest, *, still: bool | None = None,
+                              cache_dir=None, limits=None, regressor: Regressor | None = None, progress=None,
+                              is_cancelled=None) -> X.ExpressionResult:
+    """Capture a track from ``frames`` [N,H,W,3] uint8. ``still``: treat frames as unrelated
+    images (default: only for N = 1). Raises InvalidParams when no frame shows a face."""
+    t0 = time.time()
+    req.validate(limits, {"frames": frames})
+    reg = regressor or load_regressor(req.regressor, cache_dir=cache_dir, progress=progress,
+                                      is_cancelled=is_cancelled)
+    still = len(frames) == 1 if still is None else still
+    lms = frame_landmarks(frames, still)
+    if progress:
+        progress("landmarks", len(frames), len(frames))
+    feats, rot, found = ft.features_batch(lms, reg.template)
+    if not found.any():
+        raise InvalidParams(f"No face was found in any of the {len(frames)} frame(s): use a photo or video where "
+                            f"one face is visible, lit and at least ~100 pixels wide.")
+    neutral = None
+    if req.neutral_frame >= 0:
+        if not found[req.neutral_frame]:
+            raise InvalidParams(f"No face was found in the neutral frame {req.neutral_frame}; mark another frame "
+                                f"with a relaxed face, or none.")
+        neutral = feats[req.neutral_frame]
+    w = np.zeros((len(frames), len(reg.names)), np.float32)
+    w[found] = reg.predict(feats[found], neutral)
+    w = fill_missing(w, found)
+    rot = fill_missing(rot, found)
+    raw_jitter = float(np.abs(np.diff(w, 2, axis=0)).mean()) if len(w) > 2 else 0.0
+    w = np.clip(gaussian_smooth(w, req.smoothing), 0.0, 1.0).astype(np.float32)
+    rot = gaussian_smooth(np.unwrap(np.radians(rot), axis=0), req.smoothing)
+    rot = np.degrees(rot).astype(np.float32)
+    md = {"regressor": req.regressor, "calibrated": neutral is not None, "regressor_config": reg.config,
+          "regressor_training": reg.train_figures, "regressor_is_test_config": req.regressor == "test",
+          "frames": int(len(frames)), "detected_fraction": float(found.mean()), "still_images": bool(still),
+          "smoothing": float(req.smoothing), "jitter_raw": raw_jitter,
+          "jitter": float(np.abs(np.diff(w, 2, axis=0)).mean()) if len(w) > 2 else 0.0,
+          "guidance_is_test_model": False, "seconds": round(time.time() - t0, 3)}
+    return X.ExpressionResult(names=list(reg.names), weights=w, fps=float(req.fps), start_frame=int(req.start_frame),
+                              labels=[_frame_label(reg.names, w[i], bool(found[i])) for i in range(len(w))],
+                              metadata=md, head_rotation=rot if req.head_rotation else None,
+                              detected=found.astype(np.uint8)).check()
