@@ -17,7 +17,7 @@ from shared import expression as X
 from shared.protocol import Limits
 
 from backend.jobs import JobContext, JobResult, register
-from backend.style.jobs import check_server_guidance, server_checkpoint
+from backend.style.jobs import check_server_guidance, job_guidance, server_checkpoint
 
 
 def _cache(ctx: JobContext):
@@ -43,10 +43,7 @@ class ExpressionFromTextJob:
         from .text import run_expression_from_text
 
         req = X.ExpressionFromTextRequest.from_params(ctx.params)
-        guidance = None
-        if ctx.guidance is not None:  # the server's bounded model cache, with the operator's weights
-            guidance = ctx.guidance(req.guidance)
-        res = run_expression_from_text(ctx.avatar, req, device=ctx.device, guidance=guidance,
+        res = run_expression_from_text(ctx.avatar, req, device=ctx.device, guidance=job_guidance(ctx, req.guidance),
                                        clip_checkpoint=server_checkpoint(ctx, req.guidance),
                                        cache_dir=_cache(ctx), limits=_limits(ctx), progress=ctx.report_progress,
                                        is_cancelled=ctx.is_cancelled)

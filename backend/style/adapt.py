@@ -120,6 +120,17 @@ def progress_preview(img: torch.Tensor, size: int) -> np.ndarray:
     return to_srgb_uint8(x)
 
 
+def regularized_total(ctx, net, dec, cfg, objective: torch.Tensor):
+    """``objective`` plus the engine's regularizers, with the weights of ``cfg``: offset size
+    and smoothness of [neutral; blendshape offsets] (on the moving vertices only) and the
+    texture's drift from the original. -> (total, offset, laplacian, texture) scalars."""
+    l_off, l_lap = ctx.offset_regularizers(dec, ctx.head_size * net.cfg.max_offset_frac)
+    l_tex = losses.texture_regularizer(dec.albedo, ctx.base_albedo, ctx.mask)
+    total = (objective + cfg.offset_weight * 1e-2 * l_off + cfg.laplacian_weight * l_lap
+             + cfg.texture_weight * l_tex)
+    return total, l_off, l_lap, l_tex
+
+
 def adapt(ctx: AvatarContext, net: StyleNet, guidance, target: Target, cameras, frame_w: torch.Tensor,
           cfg: AdaptConfig, progress=None, is_cancelled=None) -> AdaptResult:
     """Adapt ``net``'s bias mappers in place to ``target``.
@@ -186,11 +197,7 @@ def adapt(ctx: AvatarContext, net: StyleNet, guidance, target: Target, cameras, 
 
             l_style = _style_loss(target, e_s, e_g, e_o, cfg)
             l_id = losses.identity_loss(e_s, e_o)
-            # offset size and smoothness of [neutral; blendshape offsets], on the moving vertices only
-            l_off, l_lap = ctx.offset_regularizers(dec, ctx.head_size * net.cfg.max_offset_frac)
-            l_tex = losses.texture_regularizer(dec.albedo, ctx.base_albedo, ctx.mask)
-            total = (l_style + w_id * l_id + cfg.offset_weight * 1e-2 * l_off + cfg.laplacian_weight * l_lap
-                     + cfg.texture_weight * l_tex)
+            total, l_off, l_lap, l_tex = regularized_total(ctx, net, dec, cfg, l_style + w_id * l_id)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()

@@ -33,7 +33,7 @@ from shared.text_avatar import NEUTRAL_PROMPT
 
 from backend.style import augment as style_augment
 from backend.style import losses
-from backend.style.adapt import AdaptResult, progress_preview
+from backend.style.adapt import AdaptResult, progress_preview, regularized_total
 
 from . import augment
 
@@ -114,7 +114,6 @@ class SculptLoop:
         base_tex = list(ctx.base_albedo)
         w_id = float(min(max(cfg.identity, 0.0), 1.0)) * cfg.identity_scale
         wg, wt = float(sc.geometry_weight), float(sc.texture_weight)
-        bound = ctx.head_size * net.cfg.max_offset_frac
         history, stopped = [], "done"
         try:
             for step in range(cfg.steps):
@@ -160,13 +159,8 @@ class SculptLoop:
                 l_tex = _cos_loss(e_c, tc) + dw * _directional(e_c, s_c, tc, tn)
                 l_style = (wg * l_geo + wt * l_tex) / (wg + wt)
                 l_id = losses.identity_loss(e_c, s_c)
-                # The engine's regularizers with its weights (backend.style.adapt.adapt).
-                offs = torch.cat([dec.neutral[None], dec.bs_offsets], 0)
-                l_off = losses.offset_magnitude(offs, bound)
-                l_lap = losses.laplacian_loss(offs, ctx.edges, ctx.vertices.shape[0], bound)
-                l_tex_reg = losses.texture_regularizer(dec.albedo, ctx.base_albedo, ctx.mask)
-                total = (l_style + w_id * l_id + cfg.offset_weight * 1e-2 * l_off + cfg.laplacian_weight * l_lap
-                         + cfg.texture_weight * l_tex_reg)
+                # The engine's regularizers with its weights.
+                total, l_off, l_lap, l_tex_reg = regularized_total(ctx, net, dec, cfg, l_style + w_id * l_id)
                 opt.zero_grad(set_to_none=True)
                 total.backward()
                 opt.step()
