@@ -29,6 +29,8 @@ import numpy as np
 from .errors import InvalidAvatar, TooLarge
 
 
+MIN_TEXTURE_SIDE = 2  # pixels: a 0x0 or 1xN texture cannot be sampled or stylized
+
 @dataclass
 class TextureSet:
     """The triangles of one material and its base-colour image.
@@ -207,6 +209,9 @@ def validate(av: AvatarData, limits: dict | None = None) -> None:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise InvalidAvatar(f"Texture set '{ts.name}' image must be [H,W,3] uint8 sRGB, "
                                 f"got {img.dtype} {list(img.shape)}.")
+        if min(img.shape[:2]) < MIN_TEXTURE_SIDE:
+            raise InvalidAvatar(f"Texture '{ts.name}' is {img.shape[1]}x{img.shape[0]} pixels; a texture needs at "
+                                f"least {MIN_TEXTURE_SIDE}x{MIN_TEXTURE_SIDE} to be sampled and stylized.")
         m = limits.get("max_texture_size")
         if m and max(img.shape[:2]) > m:
             raise TooLarge(f"Texture '{ts.name}' is {img.shape[1]}x{img.shape[0]}, larger than "

@@ -56,6 +56,7 @@ import numpy as np
 
 from . import PROTOCOL_VERSION
 from . import codec
+from .avatar import MIN_TEXTURE_SIDE
 from .errors import BadMessage, InvalidAvatar, MetamorphError, TooLarge, VersionMismatch
 
 REQUEST_KINDS = ("hello", "heartbeat", "put_avatar", "has_avatar", "submit", "cancel", "status")
@@ -65,7 +66,6 @@ JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 MAX_ID_LENGTH = 64
 MAX_PREVIEW_SIDE = 512
 MAX_PARAMS_DEPTH = 16  # nesting of lists/maps in job parameters
-MIN_TEXTURE_SIDE = 2   # pixels: a 0x0 or 1xN texture cannot be sampled or stylized
 INDEX_ARRAYS = {"faces": "vertices", "uv_faces": "uvs", "face_material": None}
 """put_avatar arrays that index another (name -> indexed array; None: the texture sets)."""
 

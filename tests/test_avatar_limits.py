@@ -272,3 +272,18 @@ def test_damaged_user_images_only_raise_typed_errors(tmp_path):
                 assert "damaged.img" in e.message
                 outcomes["refused"] += 1
     assert outcomes["refused"] > 10
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 3), (16, 1, 3)])
+def test_a_one_pixel_wide_texture_is_refused_on_the_file_path_as_on_upload(tmp_path, shape):
+    """The CLI's file path refuses what ``put_avatar`` refuses (shared.avatar.MIN_TEXTURE_SIDE)."""
+    from backend.avatar import save_glb
+    from backend.style.testing import tiny_avatar
+    from shared.avatar import TextureSet
+
+    av = tiny_avatar()
+    av.texture_sets[0] = TextureSet(av.texture_sets[0].name, np.zeros(shape, np.uint8))
+    path = tmp_path / "thin.glb"
+    save_glb(av, str(path))
+    with pytest.raises(InvalidAvatar, match="at least 2x2"):
+        load_avatar(str(path))
