@@ -22,7 +22,7 @@ import struct
 import bpy
 import numpy as np
 
-from . import avatar_build, connection, images, jobs, selection, state
+from . import avatar_build, connection, images, jobs, request_build, selection, state
 from ._shared import errors, photo, protocol, text_avatar
 from .datablocks import Created
 from .job_operator import JobOperator, JobSpec
@@ -41,15 +41,7 @@ def server_limits(context) -> "protocol.Limits":
 def json_overrides(text: str) -> dict:
     """The operators' hidden ``settings``: JSON request parameters that replace the panel's
     (scripts and tests, e.g. ``{"imitator": "test"}``)."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise ValueError(f"Request overrides must be JSON ({e}).") from None
-    if not isinstance(value, dict):
-        raise ValueError('Request overrides must be a JSON object, e.g. {"seed": 1}.')
-    return value
+    return request_build.json_object(text, "Request overrides", '{"seed": 1}') or {}
 
 
 def exif_orientation(path: str) -> int:

@@ -109,17 +109,23 @@ def build_prepare(context, avatar_id: str, settings: dict | None = None):
     return req, {}
 
 
-def settings_param(text: str) -> dict | None:
-    """The operators' hidden ``settings`` (JSON engine overrides) as a dict, or None."""
+def json_object(text: str, what: str, example: str) -> dict | None:
+    """An operator's hidden JSON property (scripts and tests) as a dict; None when empty.
+    ``what`` names it in the error ("Engine settings"), ``example`` shows a valid value."""
     if not text:
         return None
     try:
         value = json.loads(text)
     except ValueError as e:
-        raise ValueError(f"Engine settings must be JSON ({e}).") from None
+        raise ValueError(f"{what} must be JSON ({e}).") from None
     if not isinstance(value, dict):
-        raise ValueError('Engine settings must be a JSON object, e.g. {"resolution": 64}.')
+        raise ValueError(f"{what} must be a JSON object, e.g. {example}.")
     return value
+
+
+def settings_param(text: str) -> dict | None:
+    """The operators' hidden ``settings`` (JSON engine overrides) as a dict, or None."""
+    return json_object(text, "Engine settings", '{"resolution": 64}')
 
 
 def uv_overrides(context, objects) -> dict:

@@ -28,6 +28,16 @@ OPERATOR_ONLY_PREFIXES = ("hf-hub:", "local-dir:")
 MAX_NAME_LENGTH = 128
 
 
+def refuse_sources(name: str) -> None:
+    """The rule for every guidance name a client sends: a model name, never a source
+    (``hf-hub:``, ``local-dir:``) or anything that looks like a path."""
+    if not isinstance(name, str) or name.startswith(OPERATOR_ONLY_PREFIXES) or name.startswith(("/", ".", "~")) \
+            or "\\" in name or "/" in name.split(":", 1)[0]:
+        raise InvalidParams("A client cannot name files or model sources on the server: use one of "
+                            "the model names hello lists; the operator configures sources "
+                            "(`metamorph serve --clip-checkpoint NAME=PATH`).")
+
+
 def default_loader(name: str, checkpoint: str | None, device: str):
     """Load through :func:`backend.style.guidance.load_guidance` without its per-process
     cache (the bound here is the one that counts)."""
@@ -66,11 +76,7 @@ class GuidanceCache:
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
             raise InvalidParams(f"'guidance' must name a guidance model of this server "
                                 f"(hello lists them), got {str(name)[:40]!r}.")
-        if name.startswith(OPERATOR_ONLY_PREFIXES) or name.startswith(("/", ".", "~")) or "\\" in name \
-                or "/" in name.split(":", 1)[0]:
-            raise InvalidParams("A client cannot name files or model sources on the server: use one of "
-                                "the model names hello lists; the operator configures sources "
-                                "(`metamorph serve --clip-checkpoint NAME=PATH`).")
+        refuse_sources(name)
         if name not in self._available:
             shown = [m for m in self.available if m == "test-tiny" or m in self.checkpoints][:8] or self.available[:8]
             raise InvalidParams(f"This server does not offer guidance model '{name}'; use one hello lists "

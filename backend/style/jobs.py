@@ -14,20 +14,18 @@ from __future__ import annotations
 
 from backend.cache import cache_dir
 from backend.jobs import JobContext, JobResult, register
-from shared.errors import InvalidParams
 from shared.protocol import Limits
 from shared.stylize import PrepareRequest, StylizeRequest, style_images
 
 from .config import resolve
+from .guidance_cache import refuse_sources
 
 
 def check_server_guidance(name: str) -> None:
     """Server rule for handlers that load a model themselves: a client names a model,
     never a file on the server (the router applies the same rule to every job's
     ``guidance`` param before a handler sees it)."""
-    if not isinstance(name, str) or name.startswith(("local-dir:", "/", ".", "~")):
-        raise InvalidParams("A client cannot name files on the server: use an open_clip name:tag or "
-                            "'test-tiny'; local checkpoints are configured on the server.")
+    refuse_sources(name)
 
 
 def server_checkpoint(ctx: JobContext, guidance: str) -> str | None:
