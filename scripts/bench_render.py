@@ -5,7 +5,8 @@ Timed, in milliseconds per 8-view batch (median and best of repeats, and the
 process's CPU time, which stays meaningful under contention):
 
 * ours (``backend.render``): forward only, and forward + backward (gradients to
-  the vertices and the texture), Lambert shading with smooth normals;
+  the vertices and the texture), Lambert shading with smooth normals; forward +
+  backward again with ``antialias=True`` (analytic silhouette coverage);
 * Mitsuba 3 (``mitsuba==3.5.2``, variant ``llvm_ad_rgb``, the LLVM CPU backend):
   the same mesh (split at UV seams: Mitsuba keeps one UV per vertex), texture
   (bitmap BSDF, bilinear, repeat), cameras (the same camera-to-world matrices and
@@ -115,10 +116,10 @@ def bench_ours(scene, device, repeats):
     faces, uvs, uv_faces = torch.tensor(f, device=dev), torch.tensor(uv, device=dev), torch.tensor(uf, device=dev)
     texture = torch.tensor(tex, device=dev).requires_grad_(True)
 
-    def fwd_bwd():
+    def fwd_bwd(antialias=False):
         verts.grad = None
         texture.grad = None
-        out = render(verts, faces, uvs, uv_faces, [texture], None, cams, passes=("color",))
+        out = render(verts, faces, uvs, uv_faces, [texture], None, cams, passes=("color",), antialias=antialias)
         out["color"].mean().backward()
         return out
 
@@ -140,6 +141,7 @@ def bench_ours(scene, device, repeats):
 
     return {
         "fwd_bwd": time_it(fwd_bwd, repeats, sync),
+        "fwd_bwd_antialias": time_it(lambda: fwd_bwd(True), repeats, sync),
         "fwd": time_it(fwd, repeats, sync),
         "raster": time_it(raster, repeats),
         "alpha": ref["alpha"][..., 0].cpu().numpy(),
@@ -349,11 +351,12 @@ def main(argv=None):
     print(f"coverage: {100 * (r['alpha'] > 0).mean():.1f}% of pixels; load average before: {os.getloadavg()[0]:.2f}")
 
     def line(label, t):
-        print(f"{label:<44} median {t[0]:8.1f} ms   best {t[1]:8.1f} ms   cpu {t[2]:8.1f} ms")
+        print(f"{label:<50} median {t[0]:8.1f} ms   best {t[1]:8.1f} ms   cpu {t[2]:8.1f} ms")
 
     line("ours: numba z-buffer (8 views)", r["raster"])
     line("ours: forward only (no grad)", r["fwd"])
     line("ours: forward + backward", r["fwd_bwd"])
+    line("ours: forward + backward, antialiased silhouettes", r["fwd_bwd_antialias"])
     mits = blend = None
     with tempfile.TemporaryDirectory(prefix="bench_render_") as tmp:
         scene_path = os.path.join(tmp, "scene.npz")

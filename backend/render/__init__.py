@@ -19,12 +19,13 @@ Modules:
     cpu/         the same maths as numba kernels by stage (vertex stage, normals,
                  interpolation, texture, shading) with hand-written backward passes
     kernels      the two kernel sets (torch ops; numba for float32 on the CPU), picked per call
+    antialias    analytic coverage across silhouettes (``antialias=True``): gradients at outlines
     settings     RenderSettings: every option of render(), its default and its check
     pipeline     render(): ties them together; deferred shading; passes
     procedural   numpy test assets (UV sphere with seams, textures, look-at cameras)
 
 Gradients reach vertex positions (through visible geometry, depth, normals and
-UVs; not through silhouettes), textures and background images.
+UVs; through silhouettes only with ``antialias=True``), textures and background images.
 """
 
 from .camera import CameraBatch, camera_batch, project, to_camera_space

@@ -5,7 +5,8 @@ centre (numba z-buffer on detached CPU copies, no gradients) -> perspective-corr
 barycentrics recomputed differentiably at covered pixels -> interpolate normals,
 depth, UVs -> bilinear texture lookup -> Lambert + ambient shading -> scatter
 into images over the background. Gradients reach vertex positions (through
-visible geometry and shading, not silhouettes), textures and the background. Any
+visible geometry and shading; through silhouettes too with ``antialias``, see
+:mod:`.antialias`), textures and the background. Any
 device: only the projected vertices and the triangle ids round-trip via the CPU.
 The differentiable stages come from one :class:`.kernels.KernelSet`, picked once
 per call from the device and dtype.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from .antialias import antialias
 from .camera import camera_batch
 from .kernels import kernel_set
 from .raster import rasterize
@@ -84,7 +86,7 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
     columns = _columns(s, need_nworld, need_ncam)
 
     vattr, screen_np, depth_np = ks.vertex_columns(vertices, faces_i64, cams, columns)  # [B*V,K]
-    tri_np, _, front_np = rasterize(screen_np, depth_np, faces_i64.cpu().numpy(), w, h,
+    tri_np, zbuf_np, front_np = rasterize(screen_np, depth_np, faces_i64.cpu().numpy(), w, h,
                                     cams.ortho.cpu().numpy(), cams.near.cpu().numpy(), cams.far.cpu().numpy())
     px = ks.fragments(vattr, faces_i64, vertices, uvs.to(device=device), uv_faces.to(device=device), tri_np,
                       front_np, cams, columns, face_material is not None)
@@ -179,4 +181,6 @@ def render(vertices, faces, uvs, uv_faces, textures, face_material=None, cameras
             emit(name, uv)
         elif name == "tri_id":
             out[name] = torch.from_numpy(tri_np).to(device=device, dtype=torch.int64).reshape(b, h, w, 1)
+    if s.antialias:
+        out = antialias(out, tri_np, zbuf_np, vattr[:, :2], faces_i64, vertices.shape[1])
     return out

@@ -30,6 +30,10 @@ class RenderSettings:
     texture_wrap    "repeat" (Blender's default image extension) or "clamp"
     smooth_normals  interpolate area-weighted vertex normals (else flat face normals)
     two_sided       back faces seen through open meshes are shaded like front faces
+    antialias       blend colour, grey, albedo and alpha across silhouettes by analytic
+                    coverage (:mod:`.antialias`): outlines become smooth and gradients
+                    reach them; composite with ``background=`` (colours are blended with
+                    what is behind them), the alpha pass becomes the coverage
     fused           use the fused numba kernels for float32 on the CPU (same results;
                     False forces the plain torch ops used on other devices/dtypes)
 
@@ -44,6 +48,7 @@ class RenderSettings:
     texture_wrap: str = "repeat"
     smooth_normals: bool = True
     two_sided: bool = True
+    antialias: bool = False
     fused: bool = True
 
     def __post_init__(self):

@@ -84,9 +84,11 @@ class SculptLoop:
     def summary(self) -> dict:
         return {"prompts": dict(self.prompts), "neutral_prompt": NEUTRAL_PROMPT, **self.cfg.to_dict(), **self.counts}
 
-    def _render(self, ctx, verts, textures, cams, size, lights):
-        s = replace(ctx.render_settings, size=(size, size), passes=("color", "grey", "alpha"), background=None,
-                    lights=lights)
+    def _render(self, ctx, verts, textures, cams, size, lights, background):
+        # Antialiased over the step's backgrounds: the outline moves the image smoothly, so
+        # the shape prompt reaches the silhouette (the z-buffer alone has no gradient there).
+        s = replace(ctx.render_settings, size=(size, size), passes=("color", "grey"), background=background,
+                    lights=lights, antialias=True)
         return ctx.render_fn(verts, ctx.faces, ctx.uvs, ctx.uv_faces, list(textures), ctx.face_material,
                              list(cams), settings=s)
 
@@ -142,16 +144,16 @@ class SculptLoop:
 
                 dec = ctx.decode(net, feats)
                 wts = frame_w[fi]
-                out = self._render(ctx, ctx.posed(wts, dec), dec.albedo, cams, S, lights)
+                out = self._render(ctx, ctx.posed(wts, dec), dec.albedo, cams, S, lights, bg)
                 with torch.no_grad():
-                    o = self._render(ctx, ctx.posed(wts), base_tex, cams, S, lights)
+                    o = self._render(ctx, ctx.posed(wts), base_tex, cams, S, lights, bg)
 
-                def embed(img, alpha):
-                    return guidance.encode_image(style_augment.warp(style_augment.composite(img, alpha, bg), H, crop))
+                def embed(img):
+                    return guidance.encode_image(style_augment.warp(img, H, crop))
 
-                e_g, e_c = embed(out["grey"], out["alpha"]), embed(out["color"], out["alpha"])
+                e_g, e_c = embed(out["grey"]), embed(out["color"])
                 with torch.no_grad():
-                    s_g, s_c = embed(o["grey"], o["alpha"]), embed(o["color"], o["alpha"])
+                    s_g, s_c = embed(o["grey"]), embed(o["color"])
                 dw = cfg.directional_weight
                 tn = neutral.expand(n, -1)
                 g_cos, g_dir = _cos_loss(e_g, tg), _directional(e_g, s_g, tg, tn)
