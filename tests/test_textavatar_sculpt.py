@@ -99,13 +99,11 @@ def test_lights_backgrounds_and_closeups_vary_as_published():
         SculptLoop({"shape": "a", "appearance": "b", "back": "c"})
 
 
-@pytest.mark.xfail(strict=False, reason="Known limitation (reported): with the linear-statistics stand-in no "
-                   "geometric attribute is identifiable under the method's random lights and backgrounds. Per-vertex "
-                   "offsets under the training lights do move these luminance halves the planted way, but under other "
-                   "random lights the change is within +-0.005 and through the bias mappers it goes the other way; a "
-                   "silhouette-width target (now reachable: the sculpt renders are antialiased) is ambiguous because "
-                   "widening brightens the outline on dark backgrounds and darkens it on light ones. Needs a "
-                   "non-linear stand-in or real CLIP weights.")
+@pytest.mark.xfail(strict=False, reason="Known limitation (reported): geometry guidance is not verified. Measured "
+                   "with stand-ins: these luminance halves move the planted way under the training lights but not "
+                   "under others, and through the bias mappers the other way; a planted head-width target (a wider "
+                   "avatar's renders, also with a background-invariant silhouette stand-in and antialiased renders) "
+                   "is not followed in either sign, even by free per-vertex offsets.")
 def test_sculpting_moves_the_grey_render_embedding_toward_the_shape_prompt(avatar, tmp_path):
     d = np.zeros(len(standin.STAT_NAMES), np.float32)
     d[SI["centre_upper_luminance"]], d[SI["centre_lower_luminance"]] = 0.3, -0.3

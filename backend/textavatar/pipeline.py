@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
 from shared.avatar import AvatarData, to_wire
 from shared.protocol import Limits
@@ -59,7 +60,8 @@ def text_embeddings(guidance, prompts: dict, neutral: np.ndarray | None = None) 
     is reused when given."""
     texts = list(dict.fromkeys([prompts["shape"], prompts["appearance"]] + ([] if neutral is not None
                                                                              else [NEUTRAL_PROMPT])))
-    e = dict(zip(texts, guidance.encode_text(texts).detach().float().cpu().numpy()))
+    with torch.inference_mode():   # a query needs no gradients: no autograd graph through the text tower
+        e = dict(zip(texts, guidance.encode_text(texts).float().cpu().numpy()))
     return query.TextEmbeddings(shape=e[prompts["shape"]], appearance=e[prompts["appearance"]],
                                 neutral=np.asarray(neutral) if neutral is not None else e[NEUTRAL_PROMPT])
 
