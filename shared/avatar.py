@@ -141,6 +141,44 @@ def zup_to_yup(p: np.ndarray) -> np.ndarray:
     return out
 
 
+def euler_xyz_matrix(deg) -> np.ndarray:
+    """Blender XYZ Euler angles ``[...,3]`` (degrees) -> rotation matrices ``[...,3,3]``
+    (float64), ``R = Rz @ Ry @ Rx`` as Blender composes ``rotation_mode='XYZ'``."""
+    x, y, z = np.moveaxis(np.radians(np.asarray(deg, np.float64)), -1, 0)
+    cx, sx, cy, sy, cz, sz = np.cos(x), np.sin(x), np.cos(y), np.sin(y), np.cos(z), np.sin(z)
+    return np.stack([np.stack([cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx], -1),
+                     np.stack([sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx], -1),
+                     np.stack([-sy, cy * sx, cy * cx], -1)], -2)
+
+
+def zup_rotation_to_yup_quaternion(R: np.ndarray) -> np.ndarray:
+    """Rotations ``[N,3,3]`` of Blender's Z-up world -> glTF node rotations ``[N,4]`` (x, y, z, w,
+    Y-up: ``C R C^T`` with C = :func:`zup_to_yup`), float32, signs kept continuous from row to
+    row so that interpolating neighbouring keys takes the short way."""
+    C = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+    M = np.einsum("ij,njk,lk->nil", C, np.asarray(R, np.float64).reshape(-1, 3, 3), C)
+    # Shepperd's method: divide by the largest of the four components for accuracy.
+    q = np.zeros((len(M), 4))
+    d = np.stack([M[:, 0, 0], M[:, 1, 1], M[:, 2, 2]], -1)
+    for i, m in enumerate(M):
+        t = np.trace(m)
+        if t > d[i].max():
+            r = np.sqrt(1.0 + t) * 2
+            q[i] = [(m[2, 1] - m[1, 2]) / r, (m[0, 2] - m[2, 0]) / r, (m[1, 0] - m[0, 1]) / r, r / 4]
+        else:
+            k = int(np.argmax(d[i]))
+            a, b = (k + 1) % 3, (k + 2) % 3
+            r = np.sqrt(1.0 + m[k, k] - m[a, a] - m[b, b]) * 2
+            q[i, k] = r / 4
+            q[i, a] = (m[a, k] + m[k, a]) / r
+            q[i, b] = (m[b, k] + m[k, b]) / r
+            q[i, 3] = (m[b, a] - m[a, b]) / r
+    for i in range(1, len(q)):
+        if np.dot(q[i], q[i - 1]) < 0:
+            q[i] = -q[i]
+    return q.astype(np.float32)
+
+
 def index_corner_uvs(corner_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-corner UVs ``[3F,2]`` (corners of triangle f at 3f, 3f+1, 3f+2) ->
     (uvs ``[T,2]`` float32, uv_faces ``[F,3]`` int32).

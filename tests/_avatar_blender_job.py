@@ -164,6 +164,21 @@ def imported_skinned(glb, out, rep):
     rep["skinned"] = dump(scene_io.extract_avatar(obs), os.path.join(out, "skinned.npz"))
 
 
+def imported_turn(glb, out, rep):
+    """A GLB with a head-rotation channel: the object's world rotation at some frames."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_scene.gltf(filepath=glb)
+    ob = next(o for o in bpy.data.objects if o.type == "MESH")
+    sc = bpy.context.scene
+    mats = {}
+    for f in (1, 20, 50):
+        sc.frame_set(f)
+        mats[f] = [list(r) for r in ob.matrix_world.to_3x3()]
+    rep["turn"] = {"object": ob.name, "matrices": mats,
+                   "has_shape_key_action": bool(ob.data.shape_keys and ob.data.shape_keys.animation_data
+                                                and ob.data.shape_keys.animation_data.action)}
+
+
 def main():
     glb, out = sys.argv[1], sys.argv[2]
     rep = {}
@@ -173,6 +188,8 @@ def main():
             imported_multi(sys.argv[3], out, rep)
         if len(sys.argv) > 4:
             imported_skinned(sys.argv[4], out, rep)
+        if len(sys.argv) > 5:
+            imported_turn(sys.argv[5], out, rep)
         handmade(out, rep)
     except Exception:
         rep["traceback"] = traceback.format_exc()

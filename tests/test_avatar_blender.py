@@ -18,6 +18,8 @@ from shared.avatar import content_hash
 pytestmark = pytest.mark.blender
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# a captured head turn: Blender XYZ Euler degrees per frame of the sample's 72-frame track
+TURN = np.stack([np.linspace(-10, 20, 72), np.linspace(0, 8, 72), 30 * np.sin(np.arange(72) / 9.0)], -1)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,10 @@ def blender_run(tmp_path_factory):
     from test_avatar_io import _multi_node_glb, _skinned_glb
     multi = _multi_node_glb(d / "multi.glb")
     skinned = _skinned_glb(d / "skinned.glb")
-    r = subprocess.run([sys.executable, os.path.join(HERE, "_avatar_blender_job.py"), glb, str(d), multi, skinned],
+    turn = str(d / "turn.glb")
+    save_glb(sample_avatar(), turn, rotation=TURN)
+    r = subprocess.run([sys.executable, os.path.join(HERE, "_avatar_blender_job.py"), glb, str(d), multi, skinned,
+                        turn],
                        capture_output=True, text=True, timeout=300)
     rep_path = d / "report.json"
     assert rep_path.exists(), r.stderr[-3000:]
@@ -49,6 +54,16 @@ def test_blender_imports_sample_glb_with_shape_keys_and_keyframes(blender_run):
     assert set(imp["fcurves"].values()) == {72}
     assert imp["key_frames"][0] == pytest.approx(1.0, abs=1e-4)
     assert imp["key_frames"][-1] == pytest.approx(72.0, abs=1e-4)
+
+
+def test_blender_keys_the_head_rotation_written_in_the_glb(blender_run):
+    from shared.avatar import euler_xyz_matrix
+
+    turn = blender_run[2]["turn"]
+    assert turn["has_shape_key_action"]
+    for f, m in turn["matrices"].items():
+        # frame f of the track is row f - 1 (the track starts at frame 1)
+        assert np.abs(np.array(m) - euler_xyz_matrix(TURN[int(f) - 1])).max() < 1e-4, f
 
 
 def test_blender_extraction_equals_backend_loading(blender_run):

@@ -49,6 +49,36 @@ def test_glb_round_trip_keeps_geometry_uvs_shapes_texture_and_track(sample, samp
     assert sample.num_vertices < av.num_vertices < 1.1 * sample.num_vertices
 
 
+def test_head_rotation_is_written_as_the_node_rotation_channel(sample, tmp_path):
+    from shared.avatar import euler_xyz_matrix
+
+    tr = sample.track
+    deg = np.stack([np.linspace(-10, 20, len(tr.frames)), np.zeros(len(tr.frames)),
+                    30 * np.sin(np.arange(len(tr.frames)) / 9.0)], -1)
+    p = str(tmp_path / "turn.glb")
+    save_glb(sample, p, rotation=deg)
+    g = gl.GLTF2().load(p)
+    anim = g.animations[0]
+    rot = [c for c in anim.channels if c.target.path == "rotation"]
+    assert len(rot) == 1 and rot[0].target.node == 0
+    acc = g.accessors[anim.samplers[rot[0].sampler].output]
+    view = g.bufferViews[acc.bufferView]
+    q = np.frombuffer(g.binary_blob()[view.byteOffset:view.byteOffset + view.byteLength], "<f4").reshape(-1, 4)
+    assert len(q) == len(tr.frames) and np.allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
+    assert (np.sum(q[1:] * q[:-1], 1) > 0).all()                       # no sign flips between keys
+    x, y, z, w = q.T.astype(np.float64)                                # quaternion -> matrix (glTF, Y-up)
+    M = np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+                  np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+                  np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
+    C = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])                 # Blender Z-up -> glTF Y-up
+    assert np.abs(np.einsum("ji,njk,kl->nil", C, M, C) - euler_xyz_matrix(deg)).max() < 1e-5
+    back = load_avatar(p)                                              # the shape-key track still loads
+    assert np.allclose(back.track.weights, tr.weights, atol=1e-6)
+    with pytest.raises(InvalidAvatar, match="rotation"):
+        save_glb(sample, str(tmp_path / "bad.glb"), rotation=deg[:3])
+    assert not (tmp_path / "bad.glb").exists()
+
+
 def test_glb_to_avatar_to_glb_is_stable(sample_glb, tmp_path):
     a = load_avatar(sample_glb)
     p = tmp_path / "again.glb"

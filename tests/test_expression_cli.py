@@ -67,3 +67,7 @@ def test_video_cli_on_a_photo(suffix_avatar, tmp_path, tmp_path_factory, capsys)
     assert doc["weights"]["jawOpen"][0] < 0.3
     av = load_avatar(str(out / "expression.glb"))
     assert av.track is not None and "mouthSmile_L" in av.track.names
+    import pygltflib as gl
+
+    g = gl.GLTF2().load(str(out / "expression.glb"))       # the head turn is the node's rotation channel
+    assert [c.target.path for c in g.animations[0].channels] == ["weights", "rotation"]

@@ -15,7 +15,7 @@ import numpy as np
 import pygltflib as gl
 from PIL import Image
 
-from shared.avatar import AvatarData, ExpressionTrack, zup_to_yup
+from shared.avatar import AvatarData, ExpressionTrack, euler_xyz_matrix, zup_rotation_to_yup_quaternion, zup_to_yup
 from shared.errors import InvalidAvatar
 
 from .gltf_load import DEFAULT_FPS
@@ -39,7 +39,7 @@ def _png(img: np.ndarray) -> bytes:
 
 def save_glb(avatar: AvatarData, path, *, textures: list[np.ndarray] | None = None,
              embed_textures: bool = True, track: ExpressionTrack | None | bool = True,
-             fps: float | None = None) -> str:
+             fps: float | None = None, rotation: np.ndarray | None = None) -> str:
     """Write ``avatar`` as a GLB file that Blender and other glTF viewers open.
 
     textures: optional replacement images, one ``[H,W,3]`` uint8 sRGB per texture
@@ -47,6 +47,9 @@ def save_glb(avatar: AvatarData, path, *, textures: list[np.ndarray] | None = No
     embed_textures: PNGs inside the GLB (default) or written beside it as
       ``<stem>_<i>.png``.
     track: True = the avatar's track, None/False = no animation, or another track.
+    rotation: optional ``[N,3]`` Blender XYZ Euler degrees of the avatar object at each of the
+      track's N frames (a captured head turn): written as the node's rotation channel in the
+      same animation, so importers key the object's rotation beside its shape keys.
     Returns the path written.
     """
     path = str(path)
@@ -130,10 +133,18 @@ def save_glb(avatar: AvatarData, path, *, textures: list[np.ndarray] | None = No
                 W[:, avatar.blendshape_names.index(n)] = trk.weights[:, j]
         ti = add_acc(times, "SCALAR", minmax=True)
         wi = add_acc(W.reshape(-1), "SCALAR")
-        animations.append(gl.Animation(
-            name="expressions", extras={"fps": rate},
-            samplers=[gl.AnimationSampler(input=ti, output=wi, interpolation="LINEAR")],
-            channels=[gl.AnimationChannel(sampler=0, target=gl.AnimationChannelTarget(node=0, path="weights"))]))
+        samplers = [gl.AnimationSampler(input=ti, output=wi, interpolation="LINEAR")]
+        channels = [gl.AnimationChannel(sampler=0, target=gl.AnimationChannelTarget(node=0, path="weights"))]
+        if rotation is not None:
+            rot = np.asarray(rotation, np.float64)
+            if rot.shape != (len(times), 3) or not np.isfinite(rot).all():
+                raise InvalidAvatar(f"save_glb: rotation must be finite [{len(times)},3] Euler degrees (one row "
+                                    f"per track frame), got {list(rot.shape)}.")
+            qi = add_acc(zup_rotation_to_yup_quaternion(euler_xyz_matrix(rot)), "VEC4")
+            samplers.append(gl.AnimationSampler(input=ti, output=qi, interpolation="LINEAR"))
+            channels.append(gl.AnimationChannel(sampler=1, target=gl.AnimationChannelTarget(node=0, path="rotation")))
+        animations.append(gl.Animation(name="expressions", extras={"fps": rate}, samplers=samplers,
+                                       channels=channels))
     doc = gl.GLTF2(asset=gl.Asset(version="2.0", generator="metamorph"), scene=0,
                    scenes=[gl.Scene(nodes=[0])], nodes=[node], meshes=[mesh], materials=materials,
                    textures=textures_gl, images=images, samplers=samplers, accessors=accessors,

@@ -60,11 +60,12 @@ def write_outputs(av: AvatarData, res: ExpressionResult, out, caption: str = "")
         track, skipped = res.to_track(av.blendshape_names)
         doc = res.to_json()
         doc["avatar_skipped_names"] = skipped
-        doc["head_rotation_note"] = ("head_rotation_deg: Blender XYZ Euler degrees of the avatar object per frame "
-                                     "(not in the GLB)") if res.head_rotation is not None else None
+        doc["head_rotation_note"] = None if res.head_rotation is None else (
+            "head_rotation_deg: Blender XYZ Euler degrees of the avatar object per frame (also the GLB node's "
+            "rotation channel)")
         write_json(tmp / "track.json", doc, indent=1)
         if track.names:
-            save_glb(av, str(tmp / "expression.glb"), track=track, fps=res.fps)
+            save_glb(av, str(tmp / "expression.glb"), track=track, fps=res.fps, rotation=res.head_rotation)
         else:
             save_glb(av, str(tmp / "expression.glb"), track=None)
         Image.fromarray(render_strip(av, res, caption=caption)).save(tmp / "strip.png")
