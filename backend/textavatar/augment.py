@@ -36,14 +36,18 @@ def random_lights(gen: torch.Generator, cone_deg: float = LIGHT_CONE_DEG, ambien
                   ambient=(a, a, a), space="camera")
 
 
-def random_backgrounds(n: int, h: int, w: int, gen: torch.Generator, device="cpu") -> torch.Tensor:
-    """``[n,h,w,3]`` backgrounds, each one of :data:`BACKGROUND_KINDS` (equally likely):
-    white, uniform noise, a checkerboard of two random colours blurred by a box of half
-    its cell, black."""
+def random_backgrounds(n: int, h: int, w: int, gen: torch.Generator, device="cpu",
+                       kinds: tuple[str, ...] = BACKGROUND_KINDS) -> torch.Tensor:
+    """``[n,h,w,3]`` backgrounds, each one of ``kinds`` (equally likely; default all of
+    :data:`BACKGROUND_KINDS`): white, uniform noise, a checkerboard of two random colours
+    blurred by a box of half its cell, black."""
+    unknown = [k for k in kinds if k not in BACKGROUND_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"background kinds must be a non-empty subset of {BACKGROUND_KINDS}, got {kinds}")
     out = torch.empty(n, h, w, 3)
-    kinds = torch.randint(0, len(BACKGROUND_KINDS), (n,), generator=gen).tolist()
-    for b, k in enumerate(kinds):
-        kind = BACKGROUND_KINDS[k]
+    picks = torch.randint(0, len(kinds), (n,), generator=gen).tolist()
+    for b, k in enumerate(picks):
+        kind = kinds[k]
         if kind == "white":
             out[b] = 1.0
         elif kind == "black":

@@ -47,6 +47,7 @@ class SculptConfig:
     light_cone_deg: float = augment.LIGHT_CONE_DEG
     ambient_min: float = augment.AMBIENT_RANGE[0]
     ambient_max: float = augment.AMBIENT_RANGE[1]
+    backgrounds: tuple[str, ...] = augment.BACKGROUND_KINDS   # the kinds drawn behind each view
     lr: float = 0.0                 # Adam step on the bias mappers; 0 = the engine's
 
     def to_dict(self) -> dict:
@@ -79,6 +80,10 @@ class SculptLoop:
         self.cfg = cfg or SculptConfig()
         if self.cfg.geometry_weight + self.cfg.texture_weight <= 0:
             raise InvalidParams("Sculpting needs a geometry or a texture weight above 0.")
+        bad = [k for k in self.cfg.backgrounds if k not in augment.BACKGROUND_KINDS]
+        if bad or not self.cfg.backgrounds:
+            raise InvalidParams(f"Sculpting backgrounds must be some of {list(augment.BACKGROUND_KINDS)}, "
+                                f"got {list(self.cfg.backgrounds)}.")
         self.counts = {"face_closeup_steps": 0, "back_views": 0, "views": 0}
 
     def summary(self) -> dict:
@@ -139,7 +144,7 @@ class SculptLoop:
                     self.counts["back_views"] += sum(back)
                 self.counts["views"] += n
                 lights = augment.random_lights(gen, sc.light_cone_deg, (sc.ambient_min, sc.ambient_max))
-                bg = augment.random_backgrounds(n, S, S, gen, device=ctx.device)
+                bg = augment.random_backgrounds(n, S, S, gen, device=ctx.device, kinds=sc.backgrounds)
                 H = style_augment.crop_params(n, gen)
 
                 dec = ctx.decode(net, feats)

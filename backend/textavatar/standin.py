@@ -14,6 +14,11 @@ So a prompt planted as "the anchor's statistics, moved a little towards entry j"
 entry j only *relative to the anchor*: the absolute cosine prefers entries near the
 anchor, while cos(img - anchor_img, text - neutral_text) recovers j. Differentiable in
 the image, so the sculpting stage can be verified with it too.
+
+:class:`SilhouetteStatsEncoder` is the same construction on the subject's outline
+(coverage of vertical and horizontal bands against a white background): with it a
+shape prompt can be planted as "the outline of a wider head" to verify the geometry half
+of sculpting.
 """
 
 from __future__ import annotations
@@ -63,9 +68,15 @@ class LinearStatsEncoder:
     """
 
     is_test_model = True
+    kind = "linear-stats"
+    stat_names = STAT_NAMES
+
+    @staticmethod
+    def stats(images: torch.Tensor) -> torch.Tensor:
+        return image_stats(images)
 
     def __init__(self, dim: int = 32, seed: int = 0, gap: float = 3.0, image_size: int = 64, device="cpu"):
-        m = len(STAT_NAMES)
+        m = len(self.stat_names)
         if dim < m + 1:
             raise ValueError(f"the stand-in needs at least {m + 1} dimensions")
         rng = np.random.default_rng(seed)
@@ -78,15 +89,15 @@ class LinearStatsEncoder:
         self.image_size = int(image_size)
         self.device = str(device)
         digest = hashlib.sha256(np.asarray([dim, seed, image_size], np.float64).tobytes()).hexdigest()[:8]
-        self.name = f"standin-linear-stats-{digest}"
+        self.name = f"standin-{self.kind}-{digest}"
         self.targets: dict[str, torch.Tensor] = {}
         self.fallback: str | None = None
 
     def plant(self, prompt: str, stats, fallback: bool = False) -> None:
-        """Make ``prompt`` name the target statistics ``stats`` ``[len(STAT_NAMES)]``."""
+        """Make ``prompt`` name the target statistics ``stats`` ``[len(self.stat_names)]``."""
         s = torch.as_tensor(np.asarray(stats, np.float32), device=self.device).reshape(-1)
-        if s.shape[0] != len(STAT_NAMES):
-            raise ValueError(f"planted statistics need {len(STAT_NAMES)} values, got {s.shape[0]}")
+        if s.shape[0] != len(self.stat_names):
+            raise ValueError(f"planted statistics need {len(self.stat_names)} values, got {s.shape[0]}")
         self.targets[prompt] = s
         if fallback:
             self.fallback = prompt
@@ -96,7 +107,7 @@ class LinearStatsEncoder:
         return F.normalize(stats @ self.M.T, dim=-1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return self.embed_stats(image_stats(images.clamp(0.0, 1.0)))
+        return self.embed_stats(self.stats(images.clamp(0.0, 1.0)))
 
     def encode_image_uint8(self, image) -> torch.Tensor:
         lin = torch.from_numpy(srgb_to_linear(np.asarray(image)[..., :3].astype(np.float32) / 255.0))
@@ -113,3 +124,35 @@ class LinearStatsEncoder:
             ref = float((s @ self.M.T).norm())  # the gap scales with the image part
             out.append(self.gap * ref * self.g + s @ self.M.T)
         return F.normalize(torch.stack(out), dim=-1)
+
+
+SILHOUETTE_BANDS = 8
+SILHOUETTE_STAT_NAMES = (("bias",) + tuple(f"coverage_column_{i}" for i in range(SILHOUETTE_BANDS))
+                         + tuple(f"coverage_row_{i}" for i in range(SILHOUETTE_BANDS)))
+
+
+def silhouette_stats(images: torch.Tensor, background=(1.0, 1.0, 1.0)) -> torch.Tensor:
+    """``[B,H,W,3]`` -> ``[B,len(SILHOUETTE_STAT_NAMES)]``: a constant 1, then the share of
+    each of 8 vertical and 8 horizontal bands covered by the subject, the subject being
+    the pixels that differ from the known uniform ``background`` colour (a soft threshold,
+    so differentiable): the outline's width and height profile whatever the shading."""
+    B = images.shape[0]
+    bg = torch.as_tensor(background, dtype=images.dtype, device=images.device)
+    m = torch.sigmoid(((images - bg).abs().sum(-1) - 0.1) / 0.03)
+    cols = torch.stack([c.mean((1, 2)) for c in torch.tensor_split(m, SILHOUETTE_BANDS, dim=2)], 1)
+    rows = torch.stack([c.mean((1, 2)) for c in torch.tensor_split(m, SILHOUETTE_BANDS, dim=1)], 1)
+    return torch.cat([torch.ones(B, 1, dtype=images.dtype, device=images.device), cols, rows], 1)
+
+
+class SilhouetteStatsEncoder(LinearStatsEncoder):
+    """The stand-in on :func:`silhouette_stats` against a white background: it sees the
+    subject's outline (its width and height profile), so a shape prompt can be planted as
+    "the outline of a wider head". For renders over white only (sculpt with
+    ``backgrounds=("white",)``). NOT a guidance model for real use (``is_test_model``)."""
+
+    kind = "silhouette-stats"
+    stat_names = SILHOUETTE_STAT_NAMES
+
+    @staticmethod
+    def stats(images: torch.Tensor) -> torch.Tensor:
+        return silhouette_stats(images)
