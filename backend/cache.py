@@ -1,4 +1,4 @@
-"""Where Metamorph keeps what it trains and caches (fitted networks, meta
+"""Where Metamorph keeps what it trains and caches (style-network meta
 initializations, imitators, regressors, codebooks): the one home of that rule.
 
     cache_root()            $METAMORPH_CACHE, else $XDG_CACHE_HOME/metamorph, else ~/.cache/metamorph

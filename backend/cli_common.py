@@ -67,7 +67,7 @@ class ProgressBars:
               "codebook": "building the codebook", "sculpt": "sculpting", "imitator": "training the imitator",
               "search": "searching", "motion": "optimizing the motion", "capture": "capturing",
               "regressor": "training the regressor"}
-    SHOWN = ("total", "style", "fit", "identity", "eps", "geometry", "texture", "score")
+    SHOWN = ("total", "style", "landmarks", "identity", "eps", "geometry", "texture", "score")
     SILENT = ("done", "load", "queued", "started")
 
     def __init__(self, file=None):

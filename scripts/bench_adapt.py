@@ -76,8 +76,6 @@ def main(argv=None) -> int:
     ap.add_argument("--render", type=int, default=64, help="render size during adaptation")
     ap.add_argument("--views", type=int, default=2, help="views per step")
     ap.add_argument("--lr", type=float, default=1e-2)
-    ap.add_argument("--fit-steps", type=int, default=150,
-                    help="unused since the starting point is built, not fitted (kept for old command lines)")
     ap.add_argument("--meta-iterations", type=int, default=300)
     ap.add_argument("--inner-steps", type=int, default=10)
     ap.add_argument("--outer-lr", type=float, default=1.0)
@@ -98,7 +96,7 @@ def main(argv=None) -> int:
         av = load_avatar(a.avatar)
     g = load_guidance(a.guidance, a.clip_checkpoint, device=a.device)
     config = resolve(DEFAULT_PRESET, {"resolution": a.resolution, "width": a.width, "render_size": a.render,
-                               "views_per_step": a.views, "fit_steps": a.fit_steps,
+                               "views_per_step": a.views,
                                "meta_iterations": a.meta_iterations, "inner_steps": a.inner_steps})
     config = replace(config, adaptation=replace(config.adaptation, lr=a.lr),
                      meta=replace(config.meta, outer_lr=a.outer_lr))

@@ -177,8 +177,6 @@ def main(argv=None) -> int:
     ap.add_argument("--texture-size", type=int, default=DEFAULT_TEXTURE_SIZE)
     ap.add_argument("--pass-resolution", type=int, default=256)
     ap.add_argument("--frames", type=int, default=2)
-    ap.add_argument("--fit-steps", type=int, default=0,
-                    help="the preset's fit_steps override (unused since nothing is fitted; kept for old command lines)")
     ap.add_argument("--profile-repeats", type=int, default=3, help="adaptation steps timed stage by stage (0: skip)")
     ap.add_argument("--profile-only", action="store_true", help="stop after the starting point and the step split")
     ap.add_argument("--json", default=None)
@@ -187,8 +185,7 @@ def main(argv=None) -> int:
     global CLOCK
     CLOCK = "wall" if a.device.startswith("cuda") else "cpu"
     av = pick_avatar(a.avatar)
-    overrides = {"fit_steps": a.fit_steps} if a.fit_steps else {}
-    config = resolve(a.preset, overrides)
+    config = resolve(a.preset)
     s = config.settings()
     t = time.time()
     g = load_guidance(a.guidance, a.clip_checkpoint, device=a.device)
@@ -197,12 +194,12 @@ def main(argv=None) -> int:
     cams = default_rig(av.vertices)
     frames = list(np.linspace(av.track.frames[0], av.track.frames[-1], a.frames)) if av.track is not None else [0.0]
 
-    # 1) fitting (once per avatar)
+    # 1) the starting point (once per avatar: one forward pass)
     t = time.time()
     ctx = build_context(av, config, a.device)
     ctx_s = time.time() - t
     t, c = time.time(), time.process_time()
-    net0 = meta.load_or_fit(ctx, config, cache)
+    net0 = meta.starting_network(ctx, config)
     sync(a.device)
     fit_s = time.time() - t
     fit_cpu_s = time.process_time() - c
@@ -235,7 +232,7 @@ def main(argv=None) -> int:
                              preset=a.preset, guidance=a.guidance, texture_size=a.texture_size,
                              pass_resolution=a.pass_resolution, seed=i)
         t, c = time.time(), time.process_time()
-        res = run_stylize(av, req, device=a.device, cache_dir=cache, guidance=g, overrides=overrides)
+        res = run_stylize(av, req, device=a.device, cache_dir=cache, guidance=g)
         sync(a.device)
         md = res.body["metadata"]
         runs.append({"prompt": req.terms[0].text, "wall_s": time.time() - t, "cpu_s": time.process_time() - c,
@@ -244,7 +241,7 @@ def main(argv=None) -> int:
     timed = runs[1:] or runs  # --styles 0: the one run, warm-up included
 
     # 3) meta-training: time a few Reptile iterations, extrapolate
-    timed_config = resolve(a.preset, {**overrides, "meta_iterations": a.meta_iterations})
+    timed_config = resolve(a.preset, {"meta_iterations": a.meta_iterations})
     t, c = time.time(), time.process_time()
     meta.prepare(ctx, g, timed_config, cams, fw, styles=meta.load_styles()[:8], cache_dir=cache)
     sync(a.device)

@@ -253,7 +253,7 @@ class StylizeRequest:
     name: str = ""  # style name for the result (defaults to the first text prompt)
     time_budget_s: float = 0.0  # 0 = no budget
     track: dict | None = None  # optional {"names": [...], "frames": [...], "weights": [[...]]}
-    settings: dict | None = None  # optional engine overrides, e.g. {"resolution": 64, "fit_steps": 50}
+    settings: dict | None = None  # optional engine overrides, e.g. {"resolution": 64, "steps": 10}
 
     def to_params(self) -> dict:
         return {

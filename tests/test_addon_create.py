@@ -175,7 +175,7 @@ def test_avatar_from_text_operator_imports_a_labelled_avatar(live):
     assert obj.data.materials[0] is not None
 
 
-TINY = {"resolution": 32, "levels": 2, "width": 8, "fit_steps": 5, "render_size": 32, "views_per_step": 1}
+TINY = {"resolution": 32, "levels": 2, "width": 8, "render_size": 32, "views_per_step": 1}
 
 
 def _style_settings(tmp_path):

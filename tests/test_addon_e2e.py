@@ -77,7 +77,7 @@ def _scene(sample_glb, endpoint, out_dir, hb=3.0):
 
 
 # Engine settings small enough for a 2-core CI box (the job's "settings" override).
-TINY = {"settings": {"resolution": 32, "levels": 2, "width": 8, "fit_steps": 5,
+TINY = {"settings": {"resolution": 32, "levels": 2, "width": 8,
                      "render_size": 32, "views_per_step": 1}}
 
 

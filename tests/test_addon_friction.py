@@ -58,11 +58,11 @@ def test_expression_frames_default_to_the_avatars_animation_not_the_timeline(sce
 
 
 def test_progress_line_names_the_one_time_preparation_and_an_estimate(scene):
-    job = jobs.Job("stylize", None, {})
-    job.events.put(("progress", {"stage": "fit", "step": 1, "total": 11}))
+    job = jobs.Job("prepare", None, {})
+    job.events.put(("progress", {"stage": "meta", "step": 1, "total": 11}))
     job.tick()
-    job.stage_since = ("fit", time.monotonic() - 2.0, 1)
-    job.events.put(("progress", {"stage": "fit", "step": 3, "total": 11}))
+    job.stage_since = ("meta", time.monotonic() - 2.0, 1)
+    job.events.put(("progress", {"stage": "meta", "step": 3, "total": 11}))
     job.tick()
     line = progress.line(job)
     assert "one-time preparation" in line and "3/11" in line and "s left" in line

@@ -19,7 +19,7 @@ from backend.avatar import random_params, sample_avatar, save_glb
 from backend.batch import plan as plan_mod, run as run_mod
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ["resolution=32", "levels=2", "width=8", "fit_steps=3", "steps=2", "views_per_step=1",
+SETTINGS = ["resolution=32", "levels=2", "width=8", "steps=2", "views_per_step=1",
             "render_size=32", "inner_steps=1"]
 
 

@@ -12,7 +12,7 @@ from backend.style import meta
 from backend.style.adapt import adapt, evaluate, frame_weights, load_mapper_state, make_target
 from backend.style.config import resolve
 from backend.style.context import AvatarContext
-from backend.style.fitting import fit
+from backend.style.start import reproduction_error, start_network
 from backend.style.guidance import TEST_MODEL, load_guidance
 from backend.style.net import StyleNet
 from backend.style.rig import default_rig
@@ -22,8 +22,8 @@ from backend.style.testing import tiny_avatar
 
 R = 32
 RENDER = 48
-# The module's network: UV 32, width 16, fitted 150 steps; renders at 48 while adapting.
-CONFIG = resolve("draft", {"resolution": R, "width": 16, "fit_steps": 150, "render_size": RENDER})
+# The module's network: UV 32, width 16, at its starting point; renders at 48 while adapting.
+CONFIG = resolve("draft", {"resolution": R, "width": 16, "render_size": RENDER})
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,9 @@ def setup():
     torch.manual_seed(0)
     av = tiny_avatar()
     ctx = AvatarContext(av, R)
-    net, hist = fit(ctx, ctx.net_config(CONFIG.network), steps=CONFIG.fitting.steps)
+    net = start_network(ctx, ctx.net_config(CONFIG.network))
+    with torch.no_grad():
+        hist = [float(reproduction_error(net, ctx))]
     g = load_guidance(TEST_MODEL)
     cams = default_rig(av.vertices)
     fw = frame_weights(ctx, av.track, [0.0, 2.0, 4.0])
@@ -53,8 +55,8 @@ def fresh(s):
 def test_fitted_network_reproduces_the_avatar(setup):
     s = setup
     ctx = s["ctx"]
-    # The starting point reproduces the avatar by construction (no fitting): its loss is exactly 0.
-    assert s["hist"][-1] <= 0.05 * s["hist"][0] and s["hist"][-1] == 0.0
+    # The starting point reproduces the avatar by construction (no fitting): its error is exactly 0.
+    assert s["hist"] == [0.0]
     with torch.no_grad():
         dec = ctx.decode(fresh(s))
         assert float(dec.neutral.abs().max()) < 1e-3 * ctx.head_size * 30  # < 1 mm-ish on a 0.3 m head
@@ -124,9 +126,6 @@ def test_meta_init_beats_fitted_init_on_heldout_styles(setup, tmp_path):
     ctx, g = s["ctx"], s["g"]
     cfg = s["net"].cfg
     config = with_meta(s, iterations=30, inner_steps=5, outer_lr=1.0, save_every=10)
-    # Reuse the module's fitted network as the fit checkpoint to save time.
-    meta.save_checkpoint({"avatar_hash": ctx.hash, "fit_steps": 150, "config": cfg.to_dict(), "state": s["state"]},
-                         meta.fit_path(tmp_path, ctx.hash, meta.bind(config, ctx)))
     info = meta.prepare(ctx, g, config, s["cams"], s["fw"], cache_dir=tmp_path)
     assert info["iterations"] == 30 and info["guidance_is_test_model"]
     fitted, mappers, _ = meta.load_meta_init(tmp_path, ctx, g.name, config)
@@ -153,11 +152,9 @@ def test_meta_init_beats_fitted_init_on_heldout_styles(setup, tmp_path):
 
 def test_prepare_resumes_and_cancel_keeps_progress(setup, tmp_path):
     s = setup
-    ctx, g, cfg = s["ctx"], s["g"], s["net"].cfg
+    ctx, g = s["ctx"], s["g"]
     config = with_meta(s, iterations=4, inner_steps=1, save_every=2)
     bound = meta.bind(config, ctx)
-    meta.save_checkpoint({"avatar_hash": ctx.hash, "fit_steps": 150, "config": cfg.to_dict(), "state": s["state"]},
-                         meta.fit_path(tmp_path, ctx.hash, bound))
     calls = []
     with pytest.raises(Cancelled):
         meta.prepare(ctx, g, config, s["cams"], s["fw"], styles=["a", "b"], cache_dir=tmp_path,

@@ -8,7 +8,7 @@ import torch
 from backend.style import losses
 from backend.style.adapt import frame_weights
 from backend.style.context import AvatarContext
-from backend.style.fitting import fit_loss, start_network
+from backend.style.start import reproduction_error, start_network
 from backend.style.rig import default_rig
 from backend.style.testing import bench_avatar, tiny_avatar
 
@@ -20,7 +20,7 @@ def test_start_is_the_avatar_and_gradients_reach_the_mappers():
     dec = ctx.decode(net)
     assert torch.equal(dec.albedo, ctx.base_albedo)  # exactly the texture, black/white texels included
     assert float(dec.neutral.detach().abs().max()) == 0.0 and float(dec.bs_offsets.detach().abs().max()) == 0.0
-    assert float(fit_loss(net, ctx).detach()) == 0.0
+    assert float(reproduction_error(net, ctx).detach()) == 0.0
     (dec.albedo.sum() + dec.neutral.sum() + dec.bs_offsets.sum()).backward()
     assert all(float(p.grad.abs().sum()) > 0 for p in net.mapper_parameters())
     with torch.no_grad():

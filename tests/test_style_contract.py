@@ -62,7 +62,7 @@ def cli(tmp_path, *extra):
         save_glb(AV, str(glb))
     return main(["stylize", "--avatar", str(glb), "--prompt", "a bronze statue", "--guidance", "test-tiny",
                  "--views", "2", "--texture-size", "32", "--pass-resolution", "32", "--uv-resolution", "32",
-                 "--fit-steps", "5", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
                  *extra])
 
 
@@ -160,17 +160,17 @@ def test_presets_are_data_files_with_declared_bounds_and_keys():
     assert config.preset_files() == sorted(contract.PRESET_NAMES)
     d, q = config.resolve("draft"), config.resolve("quality")
     assert d.network.resolution == 128 and q.network.resolution == 512 and q.adaptation.views_per_step == 8
-    assert d.settings()["fit_steps"] == 300 and q.settings()["meta_iterations"] == 300
-    c = config.resolve("draft", {"resolution": 64, "fit_steps": 20})
-    assert c.network.resolution == 64 and c.fitting.steps == 20 and c.network.width == d.network.width
+    assert d.settings()["steps"] == 30 and q.settings()["meta_iterations"] == 300
+    c = config.resolve("draft", {"resolution": 64, "steps": 20})
+    assert c.network.resolution == 64 and c.adaptation.steps == 20 and c.network.width == d.network.width
     with pytest.raises(Exception):  # frozen
         c.network.width = 3
-    # Checkpoint keys: fitting changes the fit key only; the meta init serves any adaptation setting.
-    c2 = config.resolve("draft", {"resolution": 64, "fit_steps": 30, "steps": 5, "inner_steps": 2})
-    assert c.fit_key() != c2.fit_key() and c.meta_key() == c2.meta_key()
+    # Checkpoint key: the meta init serves any adaptation or meta-training setting.
+    c2 = config.resolve("draft", {"resolution": 64, "steps": 5, "inner_steps": 2})
+    assert c.meta_key() == c2.meta_key()
     assert config.resolve("draft", {"resolution": 32}).meta_key() != c.meta_key()
     assert set(config.overridable()) == {"resolution", "width", "levels", "steps", "views_per_step", "render_size",
-                                         "fit_steps", "meta_iterations", "inner_steps"}
+                                         "meta_iterations", "inner_steps"}
     assert config.bounds("steps") == (contract.MIN_STEPS, contract.MAX_STEPS)
     with pytest.raises(InvalidParams, match="Unknown preset"):
         config.resolve("ultra")

@@ -17,7 +17,7 @@ from backend.style.testing import tiny_avatar
 
 
 
-OV = dict(resolution=32, width=16, render_size=48, fit_steps=100)
+OV = dict(resolution=32, width=16, render_size=48)
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +124,15 @@ def test_cli_stylizes_an_imported_glb(tmp_path, cache, capsys):
 
     save_glb(tiny_avatar(), str(tmp_path / "in.glb"))
     rc = main(["stylize", "--avatar", str(tmp_path / "in.glb"), "--prompt", "a bronze statue", "--guidance",
-               "test-tiny", "--steps", "2", "--uv-resolution", "32", "--fit-steps", "30", "--views", "2",
+               "test-tiny", "--steps", "2", "--uv-resolution", "32", "--views", "2",
                "--texture-size", "64", "--pass-resolution", "48", "--cache-dir", str(cache),
                "--out", str(tmp_path / "out")])
     assert rc == 0
     r = json.loads((tmp_path / "out" / "result.json").read_text())
     assert r["metadata"]["steps"] == 2 and r["files"]["glb"] and r["files"]["contact_sheet"]
-    # One progress bar per stage with its elapsed<remaining time, fitting included.
+    # One progress bar per stage with its elapsed<remaining time.
     err = capsys.readouterr().err
-    for bar in (r"fitting the avatar: 100%.* (\d+)/\1 \[\d+:\d+<\d+:\d+", r"adapting: 100%.* 2/2 \[\d+:\d+<\d+:\d+",
+    for bar in (r"adapting: 100%.* 2/2 \[\d+:\d+<\d+:\d+",
                 r"baking: 100%.* 2/2 \[\d+:\d+<\d+:\d+"):
         assert re.search(bar, err), (bar, err[-2000:])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary folder left

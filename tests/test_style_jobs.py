@@ -8,7 +8,7 @@ from shared.stylize import StyleTerm, StylizeRequest, StylizeResult
 from backend.style.rig import turntable
 from backend.style.testing import tiny_avatar
 
-TINY = {"resolution": 32, "width": 16, "render_size": 48, "fit_steps": 40}
+TINY = {"resolution": 32, "width": 16, "render_size": 48}
 
 
 def req(av, aid, **kw):

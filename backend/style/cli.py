@@ -4,7 +4,7 @@ Defaults, bounds and choices come from the request contract (:mod:`shared.styliz
 read when the parser is built) and the request is checked by that contract before any
 work, so the CLI refuses exactly what the server refuses. Outputs are written into a
 temporary folder beside ``--out`` and renamed at the end. Progress: one tqdm bar per
-stage (fitting, meta-training, adaptation, baking) with its ETA, on stderr.
+stage (meta-training, adaptation, baking) with its ETA, on stderr.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_stylize)
 
-    q = sub.add_parser("prepare", help="fit the style network to an avatar and meta-train its initialization")
+    q = sub.add_parser("prepare", help="meta-train the style network's initialization for an avatar")
     q.add_argument("--avatar", default="sample")
     q.add_argument("--styles", default=None, help="text file of style prompts (default: the shipped list)")
     q.add_argument("--style-image", action="append", default=[])
@@ -75,15 +75,12 @@ def _common(p) -> None:
                    help="cache root (default $METAMORPH_CACHE or ~/.cache/metamorph; checkpoints go in its style/)")
     p.add_argument("--seed", type=int, default=c.DEFAULT_SEED)
     p.add_argument("--uv-resolution", type=int, default=0, help="UV working resolution (default: the preset's)")
-    p.add_argument("--fit-steps", type=int, default=0, help="avatar fitting steps (default: the preset's)")
 
 
 def _overrides(args) -> dict:
     o = {}
     if args.uv_resolution:
         o["resolution"] = args.uv_resolution
-    if args.fit_steps:
-        o["fit_steps"] = args.fit_steps
     return o
 
 

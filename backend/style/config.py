@@ -1,12 +1,11 @@
 """The style engine's settings: one frozen :class:`StyleConfig` per run, built by
 :func:`resolve` from a named preset plus checked overrides (the one factory).
 
-    cfg = resolve("draft", {"resolution": 64, "fit_steps": 50})
+    cfg = resolve("draft", {"resolution": 64, "steps": 10})
     cfg.network      NetConfig        the style network (UV resolution, width, levels, bounds)
     cfg.adaptation   AdaptConfig      few-step adaptation (steps, views per step, render size, loss weights)
     cfg.meta         MetaConfig       Reptile meta-training (iterations, inner steps, outer step size)
-    cfg.fitting      FitConfig        avatar fitting (steps, learning rate)
-    cfg.fit_key(), cfg.meta_key()     the keys that name this config's checkpoints
+    cfg.meta_key()                    the key that names this config's meta checkpoints
 
 Presets are data files, ``data/presets/<name>.json`` (one per name in
 :data:`shared.stylize.PRESET_NAMES`), holding ``{section: {field: value}}`` for the
@@ -88,15 +87,7 @@ class MetaConfig:
     identity: float = 0.5
 
 
-@dataclass(frozen=True)
-class FitConfig:
-    """Fitting the whole network to reproduce the avatar (see :mod:`backend.style.fitting`)."""
-
-    steps: int = _bounded(300, 1, 5000, "fit_steps")
-    lr: float = 2e-3
-
-
-SECTIONS = {"network": NetConfig, "adaptation": AdaptConfig, "meta": MetaConfig, "fitting": FitConfig}
+SECTIONS = {"network": NetConfig, "adaptation": AdaptConfig, "meta": MetaConfig}
 
 
 @dataclass(frozen=True)
@@ -105,7 +96,6 @@ class StyleConfig:
     network: NetConfig
     adaptation: AdaptConfig
     meta: MetaConfig
-    fitting: FitConfig
 
     def settings(self) -> dict:
         """The overridable values by override name (``{"resolution": 128, ...}``), for metadata."""
@@ -114,10 +104,6 @@ class StyleConfig:
     def for_avatar(self, num_blendshapes: int) -> "StyleConfig":
         """This config with the network sized for an avatar with ``num_blendshapes``."""
         return replace(self, network=replace(self.network, num_blendshapes=int(num_blendshapes)))
-
-    def fit_key(self) -> str:
-        """Names the fitted-network checkpoint: the network and the fitting settings."""
-        return _key(self.network, self.fitting)
 
     def meta_key(self) -> str:
         """Names the meta-training checkpoint: the network only (a meta init serves every

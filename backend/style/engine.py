@@ -68,18 +68,16 @@ def build_context(av: AvatarData, config: StyleConfig, device="cpu") -> AvatarCo
     return AvatarContext(av, config.network.resolution, device=device)
 
 
-def starting_net(ctx: AvatarContext, config: StyleConfig, guidance_name: str, cache_dir, progress=None,
-                 is_cancelled=None):
+def starting_net(ctx: AvatarContext, config: StyleConfig, guidance_name: str, cache_dir):
     """(network at its starting point, "meta" | "identity": the avatar reproduced by construction)."""
     prepared = meta.load_meta_init(cache_dir, ctx, guidance_name, config)
     if prepared is not None:
-        fitted, mappers, _ = prepared
+        start, mappers, _ = prepared
         net = StyleNet(ctx.net_config(config.network)).to(ctx.device)
-        net.load_state_dict(fitted)
+        net.load_state_dict(start)
         load_mapper_state(net, mappers)
         return net, "meta"
-    fprog = (lambda st, i, n, losses: progress(st, i, n, losses, None)) if progress else None
-    return meta.load_or_fit(ctx, config, cache_dir, fprog, is_cancelled), "identity"
+    return meta.starting_network(ctx, config), "identity"
 
 
 def run_stylize(av: AvatarData, req: StylizeRequest, style_images: dict | None = None, *, device: str = "cpu",
@@ -103,7 +101,7 @@ def run_stylize(av: AvatarData, req: StylizeRequest, style_images: dict | None =
     report = progress or (lambda *a, **k: None)
     report("load", 0, 1)
     ctx = build_context(av, config, device)
-    net, init = starting_net(ctx, config, g.name, cache_dir, report, is_cancelled)
+    net, init = starting_net(ctx, config, g.name, cache_dir)
     track = track_from_request(req, av)
     frames = list(req.frames)
     fw = frame_weights(ctx, track, frames)

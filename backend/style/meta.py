@@ -1,10 +1,10 @@
 """Per-avatar preparation: Reptile meta-training of the bias-mapper initialization
 over a set of styles, from the network's starting point (which reproduces the avatar
-by construction, see :mod:`backend.style.fitting`; nothing is fitted).
+by construction, see :mod:`backend.style.start`; nothing is fitted).
 
 Checkpoints (``torch.save`` dicts, weights only) live in the style cache folder
-(:func:`backend.cache.cache_dir` ``("style", root)``), named by the config's own keys
-(:meth:`backend.style.config.StyleConfig.fit_key` / ``meta_key``):
+(:func:`backend.cache.cache_dir` ``("style", root)``), named by the config's own key
+(:meth:`backend.style.config.StyleConfig.meta_key`):
     meta-<avatar hash 16>-<guidance slug>-<meta key>.pt starting network + meta mappers +
                                                        Reptile iteration (resumable)
 (``fit-*.pt`` files of earlier versions are no longer written or read; checkpoints
@@ -30,7 +30,7 @@ from shared.errors import Cancelled, InvalidParams
 from .adapt import Target, adapt, load_mapper_state, make_target, mapper_state
 from .config import StyleConfig
 from .context import AvatarContext
-from .fitting import fit
+from .start import start_network
 from .net import NET_VERSION, StyleNet
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,6 @@ def bind(config: StyleConfig, ctx: AvatarContext) -> StyleConfig:
     return replace(config, network=ctx.net_config(config.network))
 
 
-def fit_path(cache_dir, avatar_hash: str, config: StyleConfig) -> Path:
-    """Where earlier versions kept an avatar's fitted network under ``config`` (no longer
-    written or read; kept so callers that name it still import)."""
-    return Path(cache_dir) / f"fit-{avatar_hash[:16]}-{config.fit_key()}.pt"
-
-
 def meta_path(cache_dir, avatar_hash: str, guidance_name: str, config: StyleConfig) -> Path:
     """The meta-training checkpoint of an avatar, guidance model and ``config``."""
     return Path(cache_dir) / f"meta-{avatar_hash[:16]}-{_slug(guidance_name)}-{config.meta_key()}.pt"
@@ -90,13 +84,10 @@ def load_checkpoint(path: Path, device) -> dict | None:
     return checkpoints.load_verified(path, map_location=device)
 
 
-def load_or_fit(ctx: AvatarContext, config: StyleConfig, cache_dir=None, progress=None,
-                is_cancelled=None, seed: int = 0) -> StyleNet:
+def starting_network(ctx: AvatarContext, config: StyleConfig, seed: int = 0) -> StyleNet:
     """The network at its starting point for this avatar and ``config``'s network: it
-    reproduces the avatar by construction (one forward pass, nothing trained or
-    cached; ``cache_dir`` and the fitting settings are unused, kept for callers)."""
-    net, _ = fit(ctx, bind(config, ctx).network, seed=seed, progress=progress, is_cancelled=is_cancelled)
-    return net
+    reproduces the avatar by construction (one forward pass, nothing trained or cached)."""
+    return start_network(ctx, bind(config, ctx).network, seed)
 
 
 def load_meta_init(cache_dir, ctx: AvatarContext, guidance_name: str, config: StyleConfig):
@@ -144,7 +135,7 @@ def prepare(ctx: AvatarContext, guidance, config: StyleConfig, cameras, frame_w:
             hist = list(ck.get("history", []))
             log.info("resuming meta-training at iteration %d of %d", start, meta_cfg.iterations)
     if fitted_state is None:  # the starting point: one forward pass, no stage of its own to report
-        net = load_or_fit(ctx, config, cache_dir, None, is_cancelled, seed=meta_cfg.seed)
+        net = starting_network(ctx, config, seed=meta_cfg.seed)
         fitted_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     else:
         net = StyleNet(net_cfg).to(ctx.device)
@@ -187,5 +178,5 @@ def prepare(ctx: AvatarContext, guidance, config: StyleConfig, cameras, frame_w:
             "final_inner_style_loss": hist[-1] if hist else None}
 
 
-__all__ = ["bind", "fit_path", "load_checkpoint", "load_meta_init", "load_or_fit", "load_styles", "meta_path",
-           "prepare", "save_checkpoint", "style_cache"]
+__all__ = ["bind", "load_checkpoint", "load_meta_init", "load_styles", "meta_path", "prepare", "save_checkpoint",
+           "starting_network", "style_cache"]
