@@ -120,9 +120,9 @@ def profile_step(ctx, net, g, target, cams, fw, cfg, repeats: int = 3) -> dict:
         t = lap("decode_fwd", t)
         alb, neu, bso = _leaf(dec.albedo), _leaf(dec.neutral), _leaf(dec.bs_offsets)
         dec_l = type(dec)(albedo=alb, delta=dec.delta, neutral=neu, bs_offsets=bso)
-        out = ctx.render(ctx.posed(fw[fi], dec_l), list(alb), sel, S, ("color", "grey", "alpha"))
+        out = ctx.render(ctx.posed(fw[fi], dec_l), list(alb), sel, S, ("color", "grey", "alpha"), antialias=True)
         with torch.no_grad():
-            orig = ctx.render(ctx.posed(fw[fi]), list(ctx.base_albedo), sel, S, ("color", "alpha"))
+            orig = ctx.render(ctx.posed(fw[fi]), list(ctx.base_albedo), sel, S, ("color", "alpha"), antialias=True)
         t = lap("render_fwd", t)
         rc, rg, ra = _leaf(out["color"]), _leaf(out["grey"]), _leaf(out["alpha"])
         rep = lambda x: x.repeat_interleave(cfg.crops_per_view, 0)  # noqa: E731

@@ -176,12 +176,13 @@ def adapt(ctx: AvatarContext, net: StyleNet, guidance, target: Target, cameras, 
 
             dec = ctx.decode(net, feats)
             wts = frame_w[fi]
-            out = ctx.render(ctx.posed(wts, dec), list(dec.albedo), cams, S, ("color", "grey", "alpha"))
+            # antialiased: the style reaches the outline too (see backend.render.antialias)
+            out = ctx.render(ctx.posed(wts, dec), list(dec.albedo), cams, S, ("color", "grey", "alpha"), antialias=True)
             with torch.no_grad():
                 need = [(c, f) for c, f in zip(ci, fi) if (c, f) not in orig_cache]
                 if need:
                     o = ctx.render(ctx.posed(frame_w[[f for _, f in need]]), base_tex,
-                                   [cameras[c] for c, _ in need], S, ("color", "alpha"))
+                                   [cameras[c] for c, _ in need], S, ("color", "alpha"), antialias=True)
                     for k, key in enumerate(need):
                         orig_cache[key] = torch.cat([o["color"][k], o["alpha"][k]], -1)
                 orig = torch.stack([orig_cache[(c, f)] for c, f in zip(ci, fi)])
@@ -243,8 +244,8 @@ def evaluate(ctx: AvatarContext, net: StyleNet, guidance, target: Target, camera
     cams = [c for c in cameras for _ in range(N)]
     wts = frame_w.repeat(C, 1)
     S = render_size
-    out = ctx.render(ctx.posed(wts, dec), list(dec.albedo), cams, S, ("color", "grey", "alpha"))
-    orig = ctx.render(ctx.posed(wts), list(ctx.base_albedo), cams, S, ("color", "alpha"))
+    out = ctx.render(ctx.posed(wts, dec), list(dec.albedo), cams, S, ("color", "grey", "alpha"), antialias=True)
+    orig = ctx.render(ctx.posed(wts), list(ctx.base_albedo), cams, S, ("color", "alpha"), antialias=True)
     B = C * N
     vals = []
     for _ in range(draws):

@@ -33,8 +33,11 @@ def random_backgrounds(n: int, h: int, w: int, gen: torch.Generator, device="cpu
 
 
 def composite(color: torch.Tensor, alpha: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """Premultiplied-style over: ``color*alpha + background*(1-alpha)``, all ``[B,H,W,*]``."""
-    return color * alpha + background * (1.0 - alpha)
+    """``color`` rendered over black (premultiplied by its ``alpha``) over ``background``:
+    ``color + background*(1-alpha)``, all ``[B,H,W,*]``. For antialiased renders (fractional
+    alpha at outlines) this is the exact over; for hard ones (alpha 0 or 1, black where 0)
+    it equals the straight ``color*alpha + background*(1-alpha)``."""
+    return color + background * (1.0 - alpha)
 
 
 def crop_params(n: int, gen: torch.Generator, scale=(0.6, 1.0), max_shift=0.15,
