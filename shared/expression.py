@@ -12,8 +12,9 @@ expression_from_video (``submit`` kind ``expression_from_video``, no avatar need
     params: :meth:`ExpressionFromVideoRequest.to_params` -- fps (of the source frames),
     start_frame, smoothing (Gaussian sigma in frames, 0 = none), regressor ("test" trains
     in seconds, "full" is the one for real use), head_rotation (estimate it too),
-    neutral_frame (index of a frame where the face is relaxed, or -1 = none: calibrates
-    for the person's own brow height and mouth shape).
+    neutral_frame (index of a frame where the face is relaxed: calibrates for the person's
+    own brow height and mouth shape; -1 = none marked: a video is then calibrated against
+    its own neutral estimate, a photo is not calibrated).
     arrays: ``frames`` [N,H,W,3] uint8 sRGB, row 0 at the top; 1 <= N <= limits.max_frames,
     MIN_FRAME_SIDE <= H, W <= limits.max_image_side. One photo is N = 1.
 
@@ -29,7 +30,8 @@ Result (both; see :class:`ExpressionResult`)
             metadata (text: guidance, guidance_is_test_model (+ warning), phrases, losses,
             metrics {optimized, baseline_linear}: pose loss, candidate distances, motion,
             jitter, clip_score; blinks (frames), seconds, device. video: regressor,
-            regressor_is_test_config, calibrated, detected_fraction, jitter, seconds)
+            regressor_is_test_config, calibrated, calibration ("neutral_frame" | "auto" | "none"),
+            detected_fraction, jitter, seconds)
     arrays: weights        [N,K] float32 in [0,1], column k = names[k]
             frames         [N]   float32 scene frame numbers, start_frame + i (one per frame)
             head_rotation  [N,3] float32 degrees, XYZ Euler (Blender object rotation:
@@ -195,7 +197,7 @@ class ExpressionFromVideoRequest:
     smoothing: float = DEFAULT_SMOOTHING
     regressor: str = DEFAULT_REGRESSOR
     head_rotation: bool = True
-    neutral_frame: int = -1        # a frame with a relaxed face (index into frames), -1 = none
+    neutral_frame: int = -1        # a frame with a relaxed face (index into frames), -1 = none marked
     avatar_id: str = ""            # optional; the result is by ARKit name either way
 
     def to_params(self) -> dict:

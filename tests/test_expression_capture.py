@@ -60,6 +60,7 @@ def test_video_capture_follows_a_known_track_and_head_turn(clip, reg, tmp_path):
     assert decoded.shape == frames.shape and fps == pytest.approx(12.0) and not still
     res = run_expression_from_video(decoded, ExpressionFromVideoRequest(fps=fps, regressor="test", start_frame=5),
                                     regressor=reg)
+    assert res.metadata["calibration"] == "auto" and res.metadata["calibrated"] is True
     assert res.frames[0] == 5 and res.weights.shape == (len(frames), len(res.names))
     assert res.detected.all() and res.metadata["detected_fraction"] == 1.0
     P = np.stack([res.weights[:, res.names.index(n)] for n in names], -1)
@@ -75,7 +76,7 @@ def test_neutral_frame_calibration(clip, reg):
     frames, W, _, names = clip
     req = ExpressionFromVideoRequest(regressor="test", neutral_frame=0)
     res = run_expression_from_video(frames, req, regressor=reg)
-    assert res.metadata["calibrated"] is True
+    assert res.metadata["calibrated"] is True and res.metadata["calibration"] == "neutral_frame"
     jaw = names.index("jawOpen")
     P = res.weights[:, res.names.index("jawOpen")]
     assert np.corrcoef(P, W[:, jaw])[0, 1] > 0.5
@@ -90,7 +91,40 @@ def test_photo_capture_on_a_real_photo_is_plausible(reg):
                                     regressor=reg)
     w = dict(zip(res.names, res.weights[0]))
     assert res.weights.shape == (1, len(res.names)) and res.metadata["still_images"]
+    assert res.metadata["calibration"] == "none"
     assert w["jawOpen"] < 0.3 and w["eyeBlinkLeft"] < 0.5 and w["eyeBlinkRight"] < 0.5
+
+
+def test_plain_model_on_request_and_auto_neutral_is_robust_to_sparse_expressions(clip, reg):
+    frames = clip[0]
+    res = run_expression_from_video(frames, ExpressionFromVideoRequest(regressor="test"), regressor=reg,
+                                    auto_calibrate=False)
+    assert res.metadata["calibration"] == "none" and res.metadata["calibrated"] is False
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=8).astype(np.float32)
+    feats = np.repeat(base[None], 40, 0)
+    feats[rng.random((40, 8)) < 0.3] += 5.0          # 30% of the frames carry an expression per feature
+    np.testing.assert_allclose(rg.auto_neutral(feats), base, atol=1e-6)
+
+
+def test_brow_profiles_follow_the_brows_where_the_mesh_does_not():
+    """A full browDown on the default avatar: the brow profiles' darkness centres drop (eye widths)."""
+    from backend.expression import features as ft
+    from backend.face.landmarks import face_landmarks
+
+    poser = Poser(sample_avatar(texture_size=256, with_track=False))
+    W = np.zeros((3, poser.K), np.float32)
+    W[1, [poser.names.index("browDownLeft"), poser.names.index("browDownRight")]] = 1.0
+    W[2, poser.names.index("browInnerUp")] = 1.0
+    imgs = rg.render_batch(poser, W, np.array([[0, 0, 0], [4, 0, 12], [-4, 0, -12]], float), 256, 1.0)
+    lms = [face_landmarks(im) for im in imgs]
+    tpl = ft.normalize_template(lms[0])
+    F = np.stack([ft.features(lm, tpl, im)[0] for lm, im in zip(lms, imgs)])
+    assert F.shape[1] == ft.num_features()
+    centres = ft.brow_centres(F).reshape(3, -1)                          # [3, 2*C] left eye, right eye
+    C = len(ft.PROFILE_COLS)
+    assert (centres[1] < centres[0] - 0.05).all()                          # brows down
+    assert (centres[2, [0, C]] > centres[0, [0, C]] + 0.05).all()           # inner brows up
 
 
 def test_no_face_and_bad_frames_are_typed_errors(reg):

@@ -3,6 +3,13 @@
 :func:`run_expression_from_video` is the one entry point (CLI and server job). Frames
 are ``[N,H,W,3]`` uint8 sRGB; a single photo is N = 1. The weights are by ARKit name
 (the regressor's names); the head rotation is kept apart (an object rotation track).
+
+Calibration (metadata ``calibration``): with a marked ``neutral_frame``, the regressor's
+calibrated model against that frame (``"neutral_frame"``); a video of at least
+:data:`AUTO_NEUTRAL_MIN_FRAMES` frames with a face and no marked frame, the same model
+against :func:`.regressor.auto_neutral` over its frames (``"auto"``: most frames of an
+animation are near neutral for each feature); a photo or unrelated images, the plain
+model (``"none"``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,11 @@ from shared import expression as X
 from shared.errors import InvalidParams
 
 from . import features as ft
-from .regressor import Regressor, load_regressor
+from .regressor import Regressor, auto_neutral, load_regressor
+
+# Fewest frames with a face for the per-clip neutral estimate: below it the median of a short
+# clip is mostly its expression, not the person.
+AUTO_NEUTRAL_MIN_FRAMES = 8
 
 
 def gaussian_smooth(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -62,9 +73,11 @@ def _frame_label(names: list[str], w: np.ndarray, found: bool) -> str:
 
 def run_expression_from_video(frames: np.ndarray, req: X.ExpressionFromVideoRequest, *, still: bool | None = None,
                               cache_dir=None, limits=None, regressor: Regressor | None = None, progress=None,
-                              is_cancelled=None) -> X.ExpressionResult:
+                              is_cancelled=None, auto_calibrate: bool = True) -> X.ExpressionResult:
     """Capture a track from ``frames`` [N,H,W,3] uint8. ``still``: treat frames as unrelated
-    images (default: only for N = 1). Raises InvalidParams when no frame shows a face."""
+    images (default: only for N = 1). ``auto_calibrate``: estimate a video's neutral face
+    when no neutral frame is marked (see the module docstring; False = the plain model, for
+    comparisons). Raises InvalidParams when no frame shows a face."""
     t0 = time.time()
     req.validate(limits, {"frames": frames})
     reg = regressor or load_regressor(req.regressor, cache_dir=cache_dir, progress=progress,
@@ -73,16 +86,18 @@ def run_expression_from_video(frames: np.ndarray, req: X.ExpressionFromVideoRequ
     lms = frame_landmarks(frames, still)
     if progress:
         progress("landmarks", len(frames), len(frames))
-    feats, rot, found = ft.features_batch(lms, reg.template)
+    feats, rot, found = ft.features_batch(lms, reg.template, frames)
     if not found.any():
         raise InvalidParams(f"No face was found in any of the {len(frames)} frame(s): use a photo or video where "
                             f"one face is visible, lit and at least ~100 pixels wide.")
-    neutral = None
+    neutral, calibration = None, "none"
     if req.neutral_frame >= 0:
         if not found[req.neutral_frame]:
             raise InvalidParams(f"No face was found in the neutral frame {req.neutral_frame}; mark another frame "
                                 f"with a relaxed face, or none.")
-        neutral = feats[req.neutral_frame]
+        neutral, calibration = feats[req.neutral_frame], "neutral_frame"
+    elif auto_calibrate and not still and found.sum() >= AUTO_NEUTRAL_MIN_FRAMES:
+        neutral, calibration = auto_neutral(feats[found]), "auto"
     w = np.zeros((len(frames), len(reg.names)), np.float32)
     w[found] = reg.predict(feats[found], neutral)
     w = fill_missing(w, found)
@@ -91,7 +106,8 @@ def run_expression_from_video(frames: np.ndarray, req: X.ExpressionFromVideoRequ
     w = np.clip(gaussian_smooth(w, req.smoothing), 0.0, 1.0).astype(np.float32)
     rot = gaussian_smooth(np.unwrap(np.radians(rot), axis=0), req.smoothing)
     rot = np.degrees(rot).astype(np.float32)
-    md = {"regressor": req.regressor, "calibrated": neutral is not None, "regressor_config": reg.config,
+    md = {"regressor": req.regressor, "calibrated": neutral is not None,
+          "calibration": calibration, "regressor_config": reg.config,
           "regressor_training": reg.train_figures, "regressor_is_test_config": req.regressor == "test",
           "frames": int(len(frames)), "detected_fraction": float(found.mean()), "still_images": bool(still),
           "smoothing": float(req.smoothing), "jitter_raw": raw_jitter,

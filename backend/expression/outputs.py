@@ -8,12 +8,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shared.avatar import AvatarData
+from shared.avatar import AvatarData, euler_xyz_matrix
 from shared.expression import ExpressionResult
 
 from backend.outputs import check_out, staged_dir, write_json
 
-from . import features as ft
 from .posing import Poser, frontal_cameras, to_uint8
 
 STRIP_FRAMES = 8
@@ -34,7 +33,7 @@ def render_strip(av: AvatarData, res: ExpressionResult, count: int = STRIP_FRAME
             w[:, k] = res.weights[idx, res.names.index(n)]
     rot = None
     if res.head_rotation is not None:
-        rot = torch.from_numpy(np.stack([ft.rotation_xyz(r) for r in res.head_rotation[idx]]).astype(np.float32))
+        rot = torch.from_numpy(euler_xyz_matrix(res.head_rotation[idx]).astype(np.float32))
     with torch.no_grad():
         imgs = to_uint8(poser.render(torch.from_numpy(w), frontal_cameras(av, 1, size), rotation=rot))
     strip = np.concatenate(list(imgs), 1)

@@ -2,15 +2,23 @@
 
 Training data: random sample avatars (:func:`backend.avatar.params.random_params`) posed
 with known random sparse ARKit weights, turned by a random head rotation, framed at a
-random distance and lit by random lights over a random background; MediaPipe's face
-mesh (:mod:`backend.face.landmarks`) on each render; :mod:`.features` on its output.
-A small MLP maps features to weights (sigmoid outputs, MSE); a second one maps features
-minus those of the same person's neutral face (one neutral render per avatar) for when
-the user marks a neutral frame. Trained once per configuration and cached under
-``cache_dir("expression")`` (atomic write).
+random distance and lit by random lights over a random background (one draw of framing,
+light and background per avatar, like one video session); MediaPipe's face mesh
+(:mod:`backend.face.landmarks`) on each render; :mod:`.features` on its output and the render.
+
+A small MLP maps features to weights (sigmoid outputs; minibatch Adam, MSE for the first
+third of the steps, then L1: the L1 answer is the conditional median, which for sparse
+animation is 0 where the features cannot tell, so blendshapes the features barely see
+stop reporting false positives; L1 from the start stalls at all-zero). A second one, the
+calibrated model, maps the features relative to a reference of the same person
+(:func:`.features.relative`): either their neutral face (one neutral render per avatar;
+a user-marked neutral frame at capture) or :func:`auto_neutral` over their renders (the
+per-clip estimate for videos without a marked frame). Trained once per configuration
+and cached under ``cache_dir("expression")`` (atomic write).
 
 Configurations: ``"test"`` trains in seconds (tests); ``"full"`` (a few minutes on a CPU)
-is the one for users and benchmarks.
+is the one for users and benchmarks. Many avatars with few renders each: the identity
+spread (brow height, mouth width) is what the models must learn to see past.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +35,7 @@ import numpy as np
 import torch
 
 from shared.arkit import ARKIT_NAMES, symmetric_pairs
+from shared.avatar import euler_xyz_matrix
 from shared.errors import Cancelled, Internal
 
 from backend.render import Lights
@@ -35,7 +45,7 @@ from .posing import Poser, frontal_cameras
 
 log = logging.getLogger(__name__)
 
-REGRESSOR_VERSION = "5"
+REGRESSOR_VERSION = "6"
 
 
 @dataclass(frozen=True)
@@ -50,12 +60,20 @@ class RegressorConfig:
     max_pitch: float = 15.0
     max_roll: float = 10.0
     active: float = 0.2     # mean probability a blendshape is active in a sample (animation is mostly sparse)
+    batch: int = 1024       # minibatch size (the whole set when smaller)
 
 
 CONFIGS = {
-    "test": RegressorConfig(avatars=3, per_avatar=56, size=192, hidden=64, steps=400),
-    "full": RegressorConfig(avatars=32, per_avatar=160, size=256, hidden=256, steps=3000),
+    "test": RegressorConfig(avatars=16, per_avatar=16, size=192, hidden=64, steps=600),
+    "full": RegressorConfig(avatars=320, per_avatar=32, size=256, hidden=256, steps=2000),
 }
+
+
+def auto_neutral(feats: np.ndarray) -> np.ndarray:
+    """[N,F] one person's features over many frames -> [F] an estimate of their neutral face's:
+    the per-feature median (animation is sparse, so most frames are near neutral for each
+    feature). Used on a video's frames at capture and on each avatar's renders in training."""
+    return np.median(np.asarray(feats), axis=0).astype(np.float32)
 
 
 def random_weights(rng: np.random.Generator, names: list[str], n: int, active: float) -> np.ndarray:
@@ -87,7 +105,7 @@ def render_batch(poser: Poser, weights: np.ndarray, rotations_deg: np.ndarray, s
     from .posing import to_uint8
 
     cams = frontal_cameras(poser.avatar, 1, size, margin=margin)
-    R = torch.from_numpy(np.stack([ft.rotation_xyz(r) for r in rotations_deg]).astype(np.float32))
+    R = torch.from_numpy(euler_xyz_matrix(rotations_deg).astype(np.float32))
     with torch.no_grad():
         img = poser.render(torch.from_numpy(weights), cams, rotation=R, lights=lights, background=background)
     return to_uint8(img)
@@ -105,15 +123,15 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def synthesize(cfg: RegressorConfig, progress=None, is_cancelled=None, seed_offset: int = 0) -> dict:
-    """Render the training set and run the face mesh on it.
+    """Render the training set, run the face mesh on it and take the features.
 
-    Returns {"landmarks" [N,478,3] (NaN = no face), "weights" [N,K], "rotation" [N,3] deg,
-    "neutral" [A,478,3] (each avatar's neutral face), "owner" [N] (avatar of each sample),
+    Returns {"features" [N,F] (NaN rows = no face), "weights" [N,K], "rotation" [N,3] deg,
+    "neutral" [A,F] (each avatar's neutral face), "owner" [N] (avatar of each sample),
     "names" [K], "template" [478,3]} (the template from the default avatar, frontal, neutral).
     """
     from backend.avatar.params import random_params
     from backend.avatar.sample import sample_avatar
-    from backend.face.landmarks import NUM_LANDMARKS, face_landmarks
+    from backend.face.landmarks import face_landmarks
 
     rng = np.random.default_rng(cfg.seed + seed_offset)
     base = Poser(sample_avatar(texture_size=256, with_track=False))
@@ -122,7 +140,13 @@ def synthesize(cfg: RegressorConfig, progress=None, is_cancelled=None, seed_offs
     if lm0 is None:
         raise Internal("The face mesh found no face on the sample avatar's frontal render; the capture "
                        "regressor cannot be trained.")
-    names = base.names
+    names, template = base.names, ft.normalize_template(lm0)
+    missing = np.full(ft.num_features(), np.nan, np.float32)
+
+    def feats(img):
+        lm = face_landmarks(img)
+        return missing if lm is None else ft.features(lm, template, img)[0]
+
     out_lm, out_w, out_r, out_neutral, out_owner = [], [], [], [], []
     total = cfg.avatars * cfg.per_avatar
     done = 0
@@ -131,11 +155,12 @@ def synthesize(cfg: RegressorConfig, progress=None, is_cancelled=None, seed_offs
         poser = Poser(sample_avatar(random_params(seed), texture_size=256, with_track=False))
         if poser.names != names:
             raise Internal("The sample avatars disagree on their ARKit blendshapes.")
-        # this person's neutral face (own light and framing): the calibration frame of the calibrated model
-        nimg = render_batch(poser, np.zeros((1, len(names)), np.float32), np.zeros((1, 3)), cfg.size,
-                            rng.uniform(0.85, 1.4), random_lights(rng), tuple(rng.uniform(0.15, 0.85, 3)))[0]
-        lm = face_landmarks(nimg)
-        out_neutral.append(np.full((NUM_LANDMARKS, 3), np.nan, np.float32) if lm is None else lm)
+        # one session per person (framing, lights, background), as in a video: the calibrated model
+        # compares frames with a reference taken under the same light
+        session = (rng.uniform(0.85, 1.4), random_lights(rng), tuple(rng.uniform(0.15, 0.85, 3)))
+        # this person's neutral face: the calibration frame of the calibrated model
+        nimg = render_batch(poser, np.zeros((1, len(names)), np.float32), np.zeros((1, 3)), cfg.size, *session)[0]
+        out_neutral.append(feats(nimg))
         for b in range(0, cfg.per_avatar, 16):
             if is_cancelled and is_cancelled():
                 raise Cancelled("Training the capture regressor was cancelled.")
@@ -143,21 +168,19 @@ def synthesize(cfg: RegressorConfig, progress=None, is_cancelled=None, seed_offs
             w = random_weights(rng, names, n, cfg.active)
             rot = np.stack([rng.uniform(-cfg.max_pitch, cfg.max_pitch, n), rng.uniform(-cfg.max_roll, cfg.max_roll, n),
                             rng.uniform(-cfg.max_yaw, cfg.max_yaw, n)], -1)
-            bg = tuple(rng.uniform(0.15, 0.85, 3))
-            imgs = render_batch(poser, w, rot, cfg.size, rng.uniform(0.85, 1.4), random_lights(rng), bg)
+            imgs = render_batch(poser, w, rot, cfg.size, *session)
             for i in range(n):
                 img = _jpeg(imgs[i], int(rng.integers(30, 90))) if rng.random() < 0.5 else imgs[i]
-                lm = face_landmarks(img)
-                out_lm.append(np.full((NUM_LANDMARKS, 3), np.nan, np.float32) if lm is None else lm)
+                out_lm.append(feats(img))
             out_w.append(w)
             out_owner.append(np.full(n, a))
             out_r.append(rot.astype(np.float32))
             done += n
             if progress:
                 progress("capture_data", done, total)
-    return {"landmarks": np.stack(out_lm), "weights": np.concatenate(out_w), "rotation": np.concatenate(out_r),
-            "neutral": np.stack(out_neutral), "owner": np.concatenate(out_owner),
-            "names": names, "template": ft.normalize_template(lm0)}
+    return {"features": np.stack(out_lm), "weights": np.concatenate(out_w), "rotation": np.concatenate(out_r),
+            "neutral": np.stack(out_neutral), "owner": np.concatenate(out_owner), "names": names,
+            "template": template}
 
 
 class MLP(torch.nn.Module):
@@ -176,8 +199,9 @@ class Regressor:
     """A trained regressor: features -> weights over ``names`` (ARKit order).
 
     Two models: ``model`` on the features alone, and ``calibrated`` on the features minus
-    those of the same person's neutral face (used when a neutral frame is known: brow
-    height and mouth shape vary between people as much as expressions move them).
+    a reference of the same person (a neutral frame, or :func:`auto_neutral` over a
+    video's frames): brow height and mouth shape vary between people as much as
+    expressions move them.
     """
 
     names: list[str]
@@ -188,47 +212,51 @@ class Regressor:
     config: dict
     train_figures: dict
     calibrated: MLP | None = None
-    cal_std: np.ndarray | None = None   # [F] scale of the calibrated features
+    cal_std: np.ndarray | None = None   # [F'] scale of the calibrated model's inputs (features.relative)
 
     def predict(self, feats: np.ndarray, neutral: np.ndarray | None = None) -> np.ndarray:
-        """[N,F] (and optionally the neutral face's features [F]) -> [N,K] float32 in [0,1].
-
-        With a neutral face the calibrated and the plain model are averaged: on 300 frames of
-        unseen avatars that beat either alone (weight MAE 0.164 vs 0.173 plain, 0.178 calibrated).
-        """
+        """[N,F] (and optionally the person's reference features [F]: a neutral frame's or
+        :func:`auto_neutral`'s) -> [N,K] float32 in [0,1]; with a reference, the calibrated model."""
         def run(m, x):
             with torch.no_grad():
                 return m(torch.from_numpy(x.astype(np.float32))).numpy().astype(np.float32)
 
-        plain = run(self.model, (feats - self.mean) / self.std)
         if neutral is None or self.calibrated is None:
-            return plain
-        return 0.5 * (plain + run(self.calibrated, (feats - neutral[None]) / self.cal_std))
+            return run(self.model, (feats - self.mean) / self.std)
+        return run(self.calibrated, ft.relative(feats, neutral) / self.cal_std)
 
 
 def _fit(X: np.ndarray, Y: np.ndarray, cfg: RegressorConfig, stage: str, progress=None) -> tuple[MLP, float]:
-    """Adam, full batch, cosine schedule; X already standardized. -> (model, final MSE)."""
+    """Adam on minibatches, cosine schedule, MSE then L1 (see the module docstring); X already
+    standardized. -> (model, final-step L1 loss)."""
     torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     model = MLP(X.shape[1], Y.shape[1], cfg.hidden)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    xt, yt = torch.from_numpy(X.astype(np.float32)), torch.from_numpy(Y)
+    xt, yt = torch.from_numpy(X.astype(np.float32)), torch.from_numpy(Y.astype(np.float32))
     for step in range(cfg.steps):
-        loss = torch.nn.functional.mse_loss(model(xt), yt)
+        xb, yb = xt, yt
+        if cfg.batch < len(xt):
+            idx = torch.randint(0, len(xt), (cfg.batch,), generator=gen)
+            xb, yb = xt[idx], yt[idx]
+        err = model(xb) - yb
+        loss = (err ** 2).mean() if step < cfg.steps // 3 else err.abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if progress and (step % 100 == 0 or step == cfg.steps - 1):
-            progress(stage, step + 1, cfg.steps, losses={"mse": float(loss.detach())})
+            progress(stage, step + 1, cfg.steps, losses={"loss": float(loss.detach())})
     model.eval()
     return model, float(loss.detach())
 
 
 def train(data: dict, cfg: RegressorConfig, progress=None) -> Regressor:
     """Fit both MLPs on :func:`synthesize` output (frames without a face are dropped)."""
-    feats, _, found = ft.features_batch(data["landmarks"], data["template"])
-    nfeats, _, nfound = ft.features_batch(data["neutral"], data["template"])
+    t0 = time.time()
+    feats, nfeats = data["features"], data["neutral"]
+    found, nfound = np.isfinite(feats).all(1), np.isfinite(nfeats).all(1)
     if found.sum() < 16:
         raise Internal(f"The face mesh found faces on only {int(found.sum())} of {len(found)} training renders.")
     X, Y = feats[found], data["weights"][found]
@@ -236,14 +264,20 @@ def train(data: dict, cfg: RegressorConfig, progress=None) -> Regressor:
     names = [n for n in ARKIT_NAMES if n in data["names"]]
     Y = Y[:, [list(data["names"]).index(n) for n in names]]
     mean, std = X.mean(0), X.std(0) + 1e-4
-    model, mse = _fit((X - mean) / std, Y, cfg, "capture_train", progress)
-    cal = found & nfound[data["owner"]]
-    Xc = feats[cal] - nfeats[data["owner"][cal]]
+    model, loss = _fit((X - mean) / std, Y, cfg, "capture_train", progress)
+    # the calibrated model sees both references: each sample minus its avatar's neutral render
+    # (a marked neutral frame) and minus auto_neutral over its avatar's renders (a video's estimate)
+    owner, order = data["owner"], [list(data["names"]).index(n) for n in names]
+    cal = found & nfound[owner]
+    auto = np.zeros_like(nfeats)
+    for a in np.unique(owner[found]):
+        auto[a] = auto_neutral(feats[found & (owner == a)])
+    Xc = np.concatenate([ft.relative(feats[cal], nfeats[owner[cal]]), ft.relative(feats[found], auto[owner[found]])])
+    Yc = np.concatenate([data["weights"][cal], data["weights"][found]])[:, order]
     cal_std = Xc.std(0) + 1e-4
-    calibrated, mse_c = _fit(Xc / cal_std, data["weights"][cal][:, [list(data["names"]).index(n) for n in names]],
-                             cfg, "capture_train_calibrated", progress)
-    figs = {"frames": int(len(found)), "faces_found": int(found.sum()), "train_mse": mse,
-            "train_mse_calibrated": mse_c}
+    calibrated, loss_c = _fit(Xc / cal_std, Yc, cfg, "capture_train_calibrated", progress)
+    figs = {"frames": int(len(found)), "faces_found": int(found.sum()), "train_l1": round(loss, 4),
+            "train_l1_calibrated": round(loss_c, 4), "fit_seconds": round(time.time() - t0, 1)}
     return Regressor(names=names, template=data["template"], mean=mean, std=std, model=model,
                      config=asdict(cfg), train_figures=figs, calibrated=calibrated, cal_std=cal_std)
 
@@ -264,8 +298,8 @@ def load_regressor(name: str = "full", *, cache_dir=None, progress=None, is_canc
     if path.is_file():
         d = torch.load(path, map_location="cpu", weights_only=False)
         models = []
-        for key in ("state", "state_calibrated"):
-            m = MLP(len(d["mean"]), len(d["names"]), d["config"]["hidden"])
+        for key, n_in in (("state", len(d["mean"])), ("state_calibrated", len(d["cal_std"]))):
+            m = MLP(n_in, len(d["names"]), d["config"]["hidden"])
             m.load_state_dict(d[key])
             models.append(m.eval())
         return Regressor(names=d["names"], template=d["template"], mean=d["mean"], std=d["std"], model=models[0],
@@ -273,7 +307,11 @@ def load_regressor(name: str = "full", *, cache_dir=None, progress=None, is_canc
                          cal_std=d["cal_std"])
     log.info("training the '%s' capture regressor (%d renders; cached afterwards at %s)", name,
              cfg.avatars * cfg.per_avatar, path)
-    reg = train(synthesize(cfg, progress=progress, is_cancelled=is_cancelled), cfg, progress=progress)
+    t0 = time.time()
+    data = synthesize(cfg, progress=progress, is_cancelled=is_cancelled)
+    t1 = time.time()
+    reg = train(data, cfg, progress=progress)
+    reg.train_figures.update(render_seconds=round(t1 - t0, 1), train_seconds=round(time.time() - t0, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"names": reg.names, "template": reg.template, "mean": reg.mean, "std": reg.std,
