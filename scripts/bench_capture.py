@@ -9,7 +9,7 @@ background, with a smooth random expression track (overlapping events
 of one or two blendshapes or a Left/Right pair, and blinks) and a slow head turn; encodes each
 as a video with PyAV, decodes it again and captures it with the face mesh in tracking
 mode three times: as a user would by default ("auto": calibrated against the clip's own
-neutral estimate, :func:`backend.expression.regressor.auto_neutral`), with the plain model
+neutral estimates, :func:`backend.expression.capture.predict_auto`), with the plain model
 ("plain", ``auto_calibrate=False``), and calibrated with the clip's opening neutral frame
 marked ("cal", ``neutral_frame=0``). Prints per-blendshape weight MAE (goal <= 0.15 for
 jawOpen, blinks, smiles, brows) and correlation for each, the MAE of always answering 0,

@@ -14,7 +14,8 @@ from backend.avatar import sample_avatar
 from backend.avatar.blendshapes import sample_track
 from backend.expression import media
 from backend.expression import regressor as rg
-from backend.expression.capture import gaussian_smooth, run_expression_from_video
+from backend.expression.capture import (clip_neutral, frame_landmarks, gaussian_smooth, mouth_features,
+                                        run_expression_from_video)
 from backend.expression.posing import Poser
 
 
@@ -105,6 +106,29 @@ def test_plain_model_on_request_and_auto_neutral_is_robust_to_sparse_expressions
     feats = np.repeat(base[None], 40, 0)
     feats[rng.random((40, 8)) < 0.3] += 5.0          # 30% of the frames carry an expression per feature
     np.testing.assert_allclose(rg.auto_neutral(feats), base, atol=1e-6)
+
+
+def test_clip_neutral_sees_past_a_smile_held_for_most_of_the_clip(reg):
+    """The default avatar smiles in 18 of 24 frames: the median of the mouth features is the smile,
+    :func:`clip_neutral` takes the mouth from the frames the plain model calls mouth-neutral."""
+    from backend.expression import features as ft
+
+    poser = Poser(sample_avatar(texture_size=256, with_track=False))
+    W = np.zeros((24, poser.K), np.float32)
+    for n in ("mouthSmileLeft", "mouthSmileRight"):
+        W[6:, poser.names.index(n)] = np.linspace(0.7, 1.0, 18)
+    yaw = 8.0 * np.sin(np.arange(24) / 5.0)
+    rot = np.stack([np.zeros(24), np.zeros(24), yaw], -1)
+    frames = np.concatenate([rg.render_batch(poser, W[i:i + 12], rot[i:i + 12], 224, 1.0) for i in (0, 12)])
+    f, _, found = ft.features_batch(frame_landmarks(frames, still=False), reg.template, frames)
+    assert found.all()
+    m, truth = mouth_features(), f[:6].mean(0)
+    med, est = rg.auto_neutral(f), clip_neutral(reg, f)
+    assert m.sum() > 0 and not m.all()
+    np.testing.assert_array_equal(est[~m], med[~m])                  # eyes and brows keep the median
+    assert np.abs(est[m] - truth[m]).mean() < 0.5 * np.abs(med[m] - truth[m]).mean()
+    k = reg.names.index("mouthSmileLeft")
+    assert reg.predict(f[6:], est)[:, k].mean() > reg.predict(f[6:], med)[:, k].mean() + 0.2
 
 
 def test_brow_profiles_follow_the_brows_where_the_mesh_does_not():

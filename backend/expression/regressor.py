@@ -12,8 +12,9 @@ animation is 0 where the features cannot tell, so blendshapes the features barel
 stop reporting false positives; L1 from the start stalls at all-zero). A second one, the
 calibrated model, maps the features relative to a reference of the same person
 (:func:`.features.relative`): either their neutral face (one neutral render per avatar;
-a user-marked neutral frame at capture) or :func:`auto_neutral` over their renders (the
-per-clip estimate for videos without a marked frame). Trained once per configuration
+a user-marked neutral frame at capture) or :func:`auto_neutral` over their renders (a
+video's own estimate when no frame is marked; for the mouth outputs, capture refines it
+with :func:`.capture.clip_neutral`). Trained once per configuration
 and cached under ``cache_dir("expression")`` (atomic write).
 
 Configurations: ``"test"`` trains in seconds (tests); ``"full"`` (a few minutes on a CPU)
