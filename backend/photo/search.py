@@ -1,7 +1,8 @@
 """Discrete search: from the relaxed vector to a strict one, scored with true renders.
 
-Every combination of the discrete assets (4 hairstyles x 3 eyebrow styles x 3 glasses = 36)
-gets a short continuous re-fit through the imitator with its one-hot blocks fixed; the best
+Every combination of the searched assets (``FitConfig.search_assets``: eyebrow style x glasses
+= 9 by default, the hairstyle kept at the relaxed fit's argmax; all three = 36) gets a short
+continuous re-fit through the imitator with its one-hot blocks fixed; the best
 ``top_k`` by imitator loss (plus plain argmax rounding, always) are rendered by the true engine
 and scored with non-differentiable measures (:func:`compare`): landmark error, region IoU,
 dlib identity distance and colour error. The rounded choice's score is always reported.
@@ -31,6 +32,12 @@ W_LM = 10.0
 
 def all_choices() -> list[tuple]:
     return list(itertools.product(*[range(n) for _, n in FIT.BLOCKS]))
+
+
+def searched_choices(rounded: tuple, assets) -> list[tuple]:
+    """The combinations that agree with ``rounded`` on every asset not in ``assets``."""
+    fixed = [i for i, (name, _) in enumerate(FIT.BLOCKS) if name not in assets]
+    return [c for c in all_choices() if all(c[i] == rounded[i] for i in fixed)]
 
 
 def landmark_error(src: np.ndarray, dst: np.ndarray, idx=None) -> float:
@@ -81,13 +88,13 @@ def search(net, photo, photo_desc, tg: FIT.Targets, relaxed: dict, cfg: FIT.FitC
     "vector" [35], "expression" [11], "measures" (compare() without the analysis), and
     "candidates" (all scored ones), "seconds"."""
     t0 = time.time()
-    choices = all_choices()
     vec = relaxed["vector"]
+    rounded = FIT.rounded_choice(vec)
+    choices = searched_choices(rounded, cfg.search_assets)
     st = FIT.init_state(len(choices), seed, shape=vec[:FIT.NS], color=vec[FIT.NS:FIT.NS + FIT.NC],
                         onehot=np.stack([FIT.onehot_of(c) for c in choices]), expr=relaxed["expression"])
     r = FIT.run_fit(net, tg, st, cfg, cfg.refit_steps, anneal=False, is_cancelled=is_cancelled)
     loss = r["losses"]["total"].numpy()
-    rounded = FIT.rounded_choice(vec)
     order = [int(i) for i in np.argsort(loss)]
     keep = order[:max(1, cfg.search_top_k)]
     ri = choices.index(rounded)
