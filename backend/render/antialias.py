@@ -171,11 +171,11 @@ def antialias(images: dict[str, torch.Tensor], tri: np.ndarray, zbuf: np.ndarray
     if not names:
         return images
     B, H, W = tri.shape
-    fg, ot, axis = edge_pairs(tri, zbuf, faces.detach().cpu().numpy())
+    fnp = faces.detach().cpu().numpy()
+    fg, ot, axis = edge_pairs(tri, zbuf, fnp)
     if not len(fg):
         return images
     device = screen.device
-    fnp = faces.detach().cpu().numpy()
     scr = screen.detach().cpu().numpy().astype(np.float64).reshape(B, num_vertices, 2)
 
     def centres(i):

@@ -176,13 +176,16 @@ class AvatarContext:
         out = base + torch.einsum("bk,kvc->bvc", weights.to(bs.dtype), bs)
         return out if dec is None else out + dec.neutral[None]
 
-    def render(self, verts, textures, cameras, size, passes, background=None, antialias: bool = False) -> dict:
+    def render(self, verts, textures, cameras, size, passes, background=None, antialias: bool = False,
+               lights=None) -> dict:
         """Render ``verts`` ``[B,V,3]`` with ``textures`` (linear ``[H,W,3]`` per texture set)
         from B ``cameras`` at ``size`` (int: square, or (W,H)) -> {pass: [B,H,W,C]}.
         ``antialias``: analytic coverage at outlines (gradients reach the silhouette; colour
-        passes over ``background``, black by default, i.e. premultiplied by the alpha pass)."""
+        passes over ``background``, black by default, i.e. premultiplied by the alpha pass).
+        ``lights``: instead of the context's own (:class:`backend.render.Lights`)."""
         wh = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(size)
-        s = replace(self.render_settings, size=wh, passes=tuple(passes), background=background, antialias=antialias)
+        s = replace(self.render_settings, size=wh, passes=tuple(passes), background=background, antialias=antialias,
+                    lights=lights or self.render_settings.lights)
         return self.render_fn(verts, self.faces, self.uvs, self.uv_faces, list(textures), self.face_material,
                               list(cameras), settings=s)
 

@@ -23,7 +23,7 @@ reports the expression dampening).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -89,14 +89,6 @@ class SculptLoop:
     def summary(self) -> dict:
         return {"prompts": dict(self.prompts), "neutral_prompt": NEUTRAL_PROMPT, **self.cfg.to_dict(), **self.counts}
 
-    def _render(self, ctx, verts, textures, cams, size, lights, background):
-        # Antialiased over the step's backgrounds: the outline moves the image smoothly, so
-        # the shape prompt reaches the silhouette (the z-buffer alone has no gradient there).
-        s = replace(ctx.render_settings, size=(size, size), passes=("color", "grey"), background=background,
-                    lights=lights, antialias=True)
-        return ctx.render_fn(verts, ctx.faces, ctx.uvs, ctx.uv_faces, list(textures), ctx.face_material,
-                             list(cams), settings=s)
-
     def __call__(self, ctx, net, guidance, target, cameras, frame_w, cfg, progress=None,
                  is_cancelled=None) -> AdaptResult:
         t0 = time.time()
@@ -149,9 +141,10 @@ class SculptLoop:
 
                 dec = ctx.decode(net, feats)
                 wts = frame_w[fi]
-                out = self._render(ctx, ctx.posed(wts, dec), dec.albedo, cams, S, lights, bg)
+                # antialiased over the step's backgrounds: the shape prompt reaches the silhouette
+                out = ctx.render(ctx.posed(wts, dec), dec.albedo, cams, S, ("color", "grey"), bg, True, lights)
                 with torch.no_grad():
-                    o = self._render(ctx, ctx.posed(wts), base_tex, cams, S, lights, bg)
+                    o = ctx.render(ctx.posed(wts), base_tex, cams, S, ("color", "grey"), bg, True, lights)
 
                 def embed(img):
                     return guidance.encode_image(style_augment.warp(img, H, crop))
