@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     from backend.avatar import random_params, sample_avatar
     from backend.cache import cache_dir
     from backend.expression import regressor as rg
+    from backend.render import looks
     from backend.expression.capture import run_expression_from_video
     from backend.expression.media import read_frames, write_video
     from backend.expression.posing import Poser
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
             W[:NEUTRAL_LEAD] = 0.0   # the clip opens on a relaxed face: the calibrated run's neutral frame
             yaw = rng.uniform(-15, 15) * np.sin(np.linspace(0, rng.uniform(1, 3), args.frames))
             rot = np.stack([np.zeros(args.frames), np.zeros(args.frames), yaw], -1)
-            lights, bg = rg.random_lights(rng), tuple(rng.uniform(0.2, 0.8, 3))
+            lights, bg = looks.random_lights(rng), tuple(rng.uniform(0.2, 0.8, 3))
             margin = rng.uniform(0.9, 1.2)
             imgs = np.concatenate([rg.render_batch(poser, W[i:i + 16], rot[i:i + 16], args.size, margin, lights, bg)
                                    for i in range(0, args.frames, 16)])

@@ -34,23 +34,14 @@ OBSERVABLE = ("eye_spacing", "mouth_width", "nose_length", "head_width", "jaw_wi
 def _target(seed: int, size: int, expressive: bool | None = None, P=None, expr=None):
     from backend.avatar.params import random_params
     from backend.photo import synth
-    from backend.render import Lights
+    from backend.render import looks
 
     rng = np.random.default_rng([seed, 99])
     P = P or random_params(seed)
     if expr is None:
         expr = synth.random_expression(rng, 0.3, 0.8) if (expressive is None and rng.random() < 0.7) or expressive \
             else np.zeros(synth.NUM_EXPR, np.float32)
-    k = rng.uniform(0.55, 0.95)
-    lights = Lights(directions=((rng.uniform(-0.7, 0.7), rng.uniform(0.1, 0.7), 0.7), (0.6, -0.1, 0.8)),
-                    colors=((k, k, k), (0.25, 0.25, 0.25)), ambient=(rng.uniform(0.15, 0.35),) * 3)
-    if rng.random() < 0.5:
-        bg = rng.uniform(0.05, 0.9, 3)
-    else:
-        from scipy import ndimage
-        noise = ndimage.gaussian_filter(rng.random((size, size, 3)), (size / 16, size / 16, 0))
-        noise = (noise - noise.min()) / (np.ptp(noise) + 1e-9)
-        bg = (noise * 255).astype(np.uint8)
+    lights, bg = looks.random_lights(rng), looks.random_background(rng, size)
     img = synth.render_avatar(P, expr, camera=synth.frontal_camera(size), lights=lights, background=bg,
                               labels=False)["image"]
     return P, expr, img
@@ -153,11 +144,19 @@ def main(argv=None) -> int:
     e_def = search.landmark_error(fit.photo.landmarks, default_lm, groups)
     pd = identity.descriptor(photo, fit.photo.landmarks)
     d_fit = identity.distance(pd, identity.descriptor(fit.render, fitted_lm))
-    rand = []
+    rand, rand_glasses = [], []
     for s in range(args.random_avatars):
-        rand.append(identity.distance(pd, _neutral_desc(random_params(40000 + s))))
-    rand = [r for r in rand if r is not None]
+        Pr = random_params(40000 + s)
+        d = identity.distance(pd, _neutral_desc(Pr))
+        if d is not None:
+            rand.append(d)
+            rand_glasses.append(Pr.glasses)
     rank = 1 + sum(r < d_fit for r in rand)
+    # dlib finds the engine's faces with glasses nearer to a photo without them (on the
+    # astronaut, 80 random avatars: rectangular glasses 0.686 mean distance, none 0.769), so the
+    # rank is also given among the random avatars whose glasses match the fit's
+    same = [r for r, g in zip(rand, rand_glasses) if g == fit.params.glasses]
+    rank_same = 1 + sum(r < d_fit for r in same)
 
     def m(v):
         return None if not v else round(float(np.mean(v)), 4)
@@ -174,7 +173,10 @@ def main(argv=None) -> int:
         "astronaut": {"landmark_error_iod_fitted": round(e_fit, 4), "landmark_error_iod_default": round(e_def, 4),
                       "reduction_vs_default": round(1 - e_fit / e_def, 4), "goal": "<= 0.06 and >= 30% lower",
                       "dlib_distance": d_fit, "dlib_rank": rank, "random_avatars": len(rand),
-                      "dlib_rank_fraction": round(rank / (len(rand) + 1), 4), "wall_seconds": round(wall, 1),
+                      "dlib_rank_fraction": round(rank / (len(rand) + 1), 4),
+                      "dlib_rank_same_glasses": rank_same, "random_avatars_same_glasses": len(same),
+                      "dlib_rank_fraction_same_glasses": round(rank_same / (len(same) + 1), 4),
+                      "dlib_random_distance_mean": round(float(np.mean(rand)), 4), "wall_seconds": round(wall, 1),
                       "searched": fit.searched, "expression": {k: v for k, v in fit.expression.items() if v > 0.05}},
         "seconds": round(time.time() - t0, 1),
     }

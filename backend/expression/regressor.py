@@ -40,6 +40,7 @@ from shared.avatar import euler_xyz_matrix
 from shared.errors import Cancelled, Internal
 
 from backend.render import Lights
+from backend.render.looks import random_lights
 
 from . import features as ft
 from .posing import Poser, frontal_cameras
@@ -90,14 +91,6 @@ def random_weights(rng: np.random.Generator, names: list[str], n: int, active: f
         w[both, j] = np.clip(w[both, i] + rng.normal(0, 0.08, both.sum()), 0, 1) * (w[both, i] > 0)
     w[rng.random(n) < 0.2] = 0.0
     return w.astype(np.float32)
-
-
-def random_lights(rng: np.random.Generator) -> Lights:
-    key = (rng.uniform(-0.8, 0.8), rng.uniform(-0.2, 0.9), rng.uniform(0.4, 1.0))
-    fill = (rng.uniform(-0.8, 0.8), rng.uniform(-0.5, 0.5), rng.uniform(0.5, 1.0))
-    k, f, a = rng.uniform(0.5, 0.95), rng.uniform(0.1, 0.35), rng.uniform(0.12, 0.35)
-    tint = rng.uniform(0.9, 1.1, 3)
-    return Lights(directions=(key, fill), colors=(tuple(k * tint), (f, f, f)), ambient=(a, a, a))
 
 
 def render_batch(poser: Poser, weights: np.ndarray, rotations_deg: np.ndarray, size: int, margin: float,

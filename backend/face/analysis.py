@@ -19,6 +19,10 @@ from shared.photo import MAX_YAW_DEGREES, MIN_EYE_CORNER_PX
 from . import landmarks as L
 from . import regions as R
 
+# Landmark passes averaged on a photo (landmarks.face_landmarks(jitters=)): the fit's targets
+# are worth the extra ~0.2 s; renders the fit compares with take one pass unless asked.
+PHOTO_JITTERS = 8
+
 
 @dataclass
 class PhotoAnalysis:
@@ -42,14 +46,17 @@ def _analyze(img, lm, box, n, idx, notes) -> PhotoAnalysis:
     colors = R.region_colors(img, masks)
     # after the colours (which the imitator learnt from region_masks as is): specks are no frame
     masks["glasses"] = R.clean_glasses(masks["glasses"], lm)
+    # the head's outline with its hair whatever the hair's colour: the person above the chin
+    masks["head"] = masks["person"] & (np.arange(img.shape[0]) < lm[L.CHIN, 1])[:, None]
     return PhotoAnalysis(img, lm, masks, colors, box, n, idx, L.eye_corner_distance(lm), L.yaw_degrees(lm), notes)
 
 
 def analyze_photo(img, face_index: int | None = None, *, min_eye_px: float = MIN_EYE_CORNER_PX,
-                  max_yaw: float = MAX_YAW_DEGREES) -> PhotoAnalysis:
+                  max_yaw: float = MAX_YAW_DEGREES, jitters: int = PHOTO_JITTERS) -> PhotoAnalysis:
     """Detect, pick and analyse one face of a selfie [H,W,3] uint8.
 
     face_index: None = the largest face; else the index in the largest-first order.
+    jitters: the landmarks are averaged over this many slightly warped copies (1 = one pass).
     """
     img = np.ascontiguousarray(img)
     boxes = L.detect_faces(img)
@@ -59,7 +66,7 @@ def analyze_photo(img, face_index: int | None = None, *, min_eye_px: float = MIN
                             f"(numbered from 0, largest first).", details={"reason": "face_index"})
     idx = 0 if face_index is None or face_index < 0 else int(face_index)
     box = boxes[idx] if boxes else None
-    lm = L.face_landmarks(img, box)
+    lm = L.face_landmarks(img, box, jitters=jitters)
     if lm is None:
         raise InvalidParams("No face was found in the photo: use a well-lit frontal selfie with the whole face "
                             "visible.", details={"reason": "no_face"})
@@ -80,10 +87,10 @@ def analyze_photo(img, face_index: int | None = None, *, min_eye_px: float = MIN
     return _analyze(img, lm, box, len(boxes), idx, notes)
 
 
-def analyze_render(img) -> PhotoAnalysis | None:
+def analyze_render(img, jitters: int = 1) -> PhotoAnalysis | None:
     """The same analysis on a render (no size/pose checks); None when no face is found."""
     img = np.ascontiguousarray(img)
-    lm = L.face_landmarks(img)
+    lm = L.face_landmarks(img, jitters=jitters)
     if lm is None:
         return None
     return _analyze(img, lm, None, 1, 0, [])

@@ -97,24 +97,67 @@ def _mesh(img: np.ndarray, model, lock=None) -> np.ndarray | None:
     return np.array([[p.x * w, p.y * h, p.z * w] for p in pts], np.float32)
 
 
-def face_landmarks(img, box: FaceBox | None = None, margin: float = 0.6) -> np.ndarray | None:
+def _jitters(n: int) -> np.ndarray:
+    """[n,2,3] small similarity warps about the image centre (the first is the identity): scale
+    x0.92..1.08, rotation +-5 degrees, shift +-3% of the side. Fixed, so results repeat."""
+    rng = np.random.default_rng(0)
+    out = [np.array([[1, 0, 0], [0, 1, 0]], np.float64)]
+    for _ in range(n - 1):
+        s, a = rng.uniform(0.92, 1.08), np.radians(rng.uniform(-5, 5))
+        c, si = s * np.cos(a), s * np.sin(a)
+        out.append(np.array([[c, -si, rng.uniform(-0.03, 0.03)], [si, c, rng.uniform(-0.03, 0.03)]]))
+    return np.stack(out)
+
+
+def _mesh_averaged(img: np.ndarray, model, lock, jitters: int) -> np.ndarray | None:
+    """The mesh averaged over ``jitters`` warped copies of ``img``, mapped back to its pixels.
+
+    Why: MediaPipe's landmarks move by ~0.01 of the inter-ocular distance with the crop its
+    detector picks, which is as much as a whole parameter range of the avatar moves them;
+    averaging 8 copies takes a third of that jitter off (same avatar under 4 lightings:
+    0.0128 -> 0.0093 IOD mean pairwise error)."""
+    import cv2  # opencv ships with mediapipe
+
+    if jitters <= 1:
+        return _mesh(img, model, lock)
+    h, w = img.shape[:2]
+    centre = np.array([w / 2, h / 2])
+    acc, n = np.zeros((NUM_LANDMARKS, 3), np.float64), 0
+    for J in _jitters(jitters):
+        A = J[:, :2]
+        t = centre - A @ centre + J[:, 2] * np.array([w, h])          # about the centre, shift in pixels
+        M = np.concatenate([A, t[:, None]], 1)
+        warped = cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        lm = _mesh(warped, model, lock)
+        if lm is None:
+            continue
+        Ai = np.linalg.inv(A)
+        xy = (lm[:, :2] - t) @ Ai.T
+        acc[:, :2] += xy
+        acc[:, 2] += lm[:, 2] / np.sqrt(abs(np.linalg.det(A)))      # depth scaled like x
+        n += 1
+    return None if n == 0 else (acc / n).astype(np.float32)
+
+
+def face_landmarks(img, box: FaceBox | None = None, margin: float = 0.6, jitters: int = 1) -> np.ndarray | None:
     """The 478 landmarks [478,3] (pixels of ``img``) of one face, or None when none is found.
 
     box: which face (from :func:`detect_faces`); the image is cropped to the box grown by
     ``margin`` of its size on every side first, so in a group photo the mesh lands on the
     chosen face. None runs the mesh on the whole image (its own detector picks a face).
+    jitters: > 1 averages the mesh over that many slightly warped copies (steadier, slower).
     """
     img = _rgb(img)
     model, lock = face_mesh()
     if box is None:
-        return _mesh(img, model, lock)
+        return _mesh_averaged(img, model, lock, jitters)
     h, w = img.shape[:2]
     bw, bh = box.x1 - box.x0, box.y1 - box.y0
     x0, y0 = int(max(0, np.floor(box.x0 - margin * bw))), int(max(0, np.floor(box.y0 - margin * bh)))
     x1, y1 = int(min(w, np.ceil(box.x1 + margin * bw))), int(min(h, np.ceil(box.y1 + margin * bh)))
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None
-    lm = _mesh(np.ascontiguousarray(img[y0:y1, x0:x1]), model, lock)
+    lm = _mesh_averaged(np.ascontiguousarray(img[y0:y1, x0:x1]), model, lock, jitters)
     if lm is None:
         return None
     lm[:, 0] += x0
