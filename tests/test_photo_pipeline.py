@@ -240,3 +240,30 @@ def test_head_outline_follows_the_hair():
         assert iou(head, truth) > 0.8, (style, iou(head, truth))   # measured 0.98 bald, 0.86 long
         areas[style] = int(head.sum())
     assert areas["long"] > 1.05 * areas["none"], areas
+
+
+def test_a_missed_person_mask_is_not_read_as_bald(cache):
+    """On a plain background near the skin's colour MediaPipe's person segmentation can miss
+    the whole person: the analysis then marks hair and head outline unseen (with a note), the
+    fit gives them no weight and the search scores no IoU on them."""
+    from backend.photo import fit as FIT
+    from backend.render import looks
+
+    # a synthetic photo the segmentation misses (found on the benchmark's seed 50021)
+    rng = np.random.default_rng([50021, 99])
+    expr = synth.random_expression(rng, 0.3, 0.8) if rng.random() < 0.7 else None
+    lights, bg = looks.random_lights(rng), looks.random_background(rng, 512)
+    P = random_params(50021)
+    img = synth.render_avatar(P, expr, camera=synth.frontal_camera(512), lights=lights, background=bg,
+                              labels=False)["image"]
+    a = analysis.analyze_photo(img)
+    assert a.unseen == ("hair", "head")
+    assert any("person segmentation" in n for n in a.notes)
+    tg = FIT.targets_from_analysis(a)
+    assert [k for k, v in zip(FIT.MASK_REGIONS, tg.masks_valid) if v == 0] == ["hair", "head"]
+    fit = pipeline.avatar_from_photo(img, imitator="test", cache_root=cache, texture_size=64, photo_analysis=a)
+    assert any("person segmentation" in n for n in fit.notes)
+    assert "hair" not in fit.figures["iou"] and "eyes" in fit.figures["iou"]
+    # a photo the segmentation sees keeps every region
+    ok = analysis.analyze_photo(_synthetic(3)[1])
+    assert ok.unseen == () and FIT.targets_from_analysis(ok).masks_valid.all()

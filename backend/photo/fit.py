@@ -81,6 +81,7 @@ class Targets:
     colors: np.ndarray
     colors_valid: np.ndarray
     image_shape: tuple
+    masks_valid: np.ndarray = None   # [len(MASK_REGIONS)] 1 = use, 0 = the photo's mask says nothing
 
 
 def targets_from_analysis(a, mask_px_per_iod: float = 40.0) -> Targets:
@@ -97,7 +98,8 @@ def targets_from_analysis(a, mask_px_per_iod: float = 40.0) -> Targets:
     for i, k in enumerate(COLOR_REGIONS):
         if a.colors.get(k) is not None:
             cols[i], valid[i] = a.colors[k], 1.0
-    return Targets(a.landmarks[:, :2].astype(np.float32), masks, float(f), cols, valid, a.image.shape[:2])
+    mvalid = np.array([k not in a.unseen for k in MASK_REGIONS], np.float32)
+    return Targets(a.landmarks[:, :2].astype(np.float32), masks, float(f), cols, valid, a.image.shape[:2], mvalid)
 
 
 # --------------------------------------------------------------------------- parameterisation
@@ -192,13 +194,16 @@ def fit_losses(out: dict, vec, expr, tg: Targets, cfg: FitConfig, mask_target, l
     lm = ((d2 * lm_w).sum(-1) / lm_w.sum()) / iod ** 2
     probs = torch.softmax(out["seg"], 1)
     mw = torch.as_tensor(MASK_WEIGHTS)
+    norm = mw.sum()                       # a region the photo cannot show adds nothing, takes nothing
+    if tg.masks_valid is not None:
+        mw = mw * torch.as_tensor(tg.masks_valid)
     if mask_target is not None:
         S = probs.shape[-1]
         chin = pred[:, LM.CHIN, 1].detach()                                  # render units
         above = ((torch.arange(S, dtype=torch.float32) + 0.5) / S < chin[:, None]).float()[:, :, None]
         pm = torch.stack([(1 - probs[:, _BACKGROUND]) * above if k == "head" else probs[:, _SEG_OF_REGION[k]]
                           for k in MASK_REGIONS], 1)
-        masks = (((pm - mask_target) ** 2).mean((2, 3)) * mw).sum(-1) / mw.sum() * 10.0
+        masks = (((pm - mask_target) ** 2).mean((2, 3)) * mw).sum(-1) / norm * 10.0
     else:
         masks = torch.zeros(B)
     cv = torch.as_tensor(tg.colors_valid)

@@ -69,6 +69,8 @@ def compare(photo, photo_desc, render_img: np.ndarray) -> dict:
     lm_err = landmark_error(photo.landmarks, ra.landmarks)
     ious = {}
     for k in IOU_REGIONS:
+        if k in photo.unseen or k in ra.unseen:
+            continue
         pm = warp_mask_to(photo.masks[k], photo.landmarks, ra.landmarks, render_img.shape[:2])
         v = iou(pm, ra.masks[k])
         ious[k] = 1.0 if v is None else v
