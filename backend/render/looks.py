@@ -1,10 +1,10 @@
 """Random looks for synthetic training and benchmark renders: lights and backgrounds.
 
-One home for the distribution every self-supervised model of a *photo* trains on (the
-expression regressor, the photo imitator) and the benchmarks draw their targets from, so
-a model and its benchmark see the same kind of lighting. numpy generators throughout (the
-text-avatar sculpting loop draws its own, with torch generators, in
-``backend.textavatar.augment``).
+One home for the looks of synthetic *photos*: the expression regressor trains on them and
+the capture and selfie benchmarks draw their targets from them. (The photo imitator renders
+one fixed look on purpose: see ``backend.photo.imitator.make_sample``.) numpy generators
+throughout; the text-avatar sculpting loop draws its own, with torch generators, in
+``backend.textavatar.augment``.
 """
 
 from __future__ import annotations
