@@ -82,10 +82,10 @@ def main(argv=None) -> int:
     from backend.avatar import random_params, sample_avatar
     from backend.cache import cache_dir
     from backend.expression import regressor as rg
-    from backend.render import looks
     from backend.expression.capture import run_expression_from_video
     from backend.expression.media import read_frames, write_video
     from backend.expression.posing import Poser
+    from backend.render import looks
     from shared.expression import ExpressionFromVideoRequest
 
     t0 = time.time()

@@ -249,7 +249,7 @@ def test_a_missed_person_mask_is_not_read_as_bald(cache):
     from backend.photo import fit as FIT
     from backend.render import looks
 
-    # a synthetic photo the segmentation misses (found on the benchmark's seed 50021)
+    # a synthetic photo the segmentation misses (found on validation seed 50021: bench_selfie's _target)
     rng = np.random.default_rng([50021, 99])
     expr = synth.random_expression(rng, 0.3, 0.8) if rng.random() < 0.7 else None
     lights, bg = looks.random_lights(rng), looks.random_background(rng, 512)
