@@ -20,7 +20,7 @@ from . import landmarks as L
 from . import regions as R
 
 # Landmark passes averaged on a photo (landmarks.face_landmarks(jitters=)): the fit's targets
-# are worth the extra ~0.2 s; renders the fit compares with take one pass unless asked.
+# are worth the extra ~0.2 s; the renders the fit compares with take one pass.
 PHOTO_JITTERS = 8
 
 
@@ -103,10 +103,11 @@ def analyze_photo(img, face_index: int | None = None, *, min_eye_px: float = MIN
     return _analyze(img, lm, box, len(boxes), idx, notes)
 
 
-def analyze_render(img, jitters: int = 1) -> PhotoAnalysis | None:
-    """The same analysis on a render (no size/pose checks); None when no face is found."""
+def analyze_render(img) -> PhotoAnalysis | None:
+    """The same analysis on a render (no size/pose checks, one landmark pass); None when no face
+    is found."""
     img = np.ascontiguousarray(img)
-    lm = L.face_landmarks(img, jitters=jitters)
+    lm = L.face_landmarks(img)
     if lm is None:
         return None
     return _analyze(img, lm, None, 1, 0, [])

@@ -123,11 +123,12 @@ def _mesh_averaged(img: np.ndarray, model, lock, jitters: int) -> np.ndarray | N
     h, w = img.shape[:2]
     centre = np.array([w / 2, h / 2])
     acc, n = np.zeros((NUM_LANDMARKS, 3), np.float64), 0
-    for J in _jitters(jitters):
+    for i, J in enumerate(_jitters(jitters)):
         A = J[:, :2]
         t = centre - A @ centre + J[:, 2] * np.array([w, h])          # about the centre, shift in pixels
         M = np.concatenate([A, t[:, None]], 1)
-        warped = cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        warped = img if i == 0 else cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR,
+                                                   borderMode=cv2.BORDER_REFLECT)   # the first is the identity
         lm = _mesh(warped, model, lock)
         if lm is None:
             continue
