@@ -8,6 +8,7 @@ properties that hold at that size; the quality goals are measured by scripts/ben
 the default configuration.
 """
 
+import dataclasses
 import json
 import os
 
@@ -52,6 +53,10 @@ def test_imitator_is_cached_on_disk_and_reloads_without_training(cache):
     calls = []
     net2, info2 = IM.load_imitator("test", cache, progress=lambda *a, **k: calls.append(a[0]))
     assert calls == [] and info2["key"] == info["key"]
+    # the same weights reached through an equal config object keep the config's name
+    IM._LOADED.clear()
+    _, info3 = IM.load_imitator(dataclasses.replace(IM.CONFIGS["test"]), cache)
+    assert info3["config"] == info["config"] == "test" and info3["key"] == info["key"]
     # resumable: a lost final file is rebuilt from the kept shards and checkpoint, no new renders
     os.replace(folder / "imitator.pt", folder / "imitator.pt.bak")
     IM._LOADED.clear()

@@ -423,11 +423,14 @@ def load_imitator(config: str | ImitatorConfig = "default", cache_root=None, pro
         data = build_data(cfg, data_dir(cfg, cache_root), progress, is_cancelled)
         t1 = time.time()
         net, mean_lm = train(cfg, data["train"], folder, progress, is_cancelled)
-        info = {"config": config if isinstance(config, str) else "custom", "key": key, "data_key": data_key(cfg),
+        info = {"key": key, "data_key": data_key(cfg),
                 "data_seconds": round(t1 - t0, 1), "train_seconds": round(time.time() - t1, 1),
                 "trained_seconds": round(time.time() - t0, 1), "samples": cfg.samples, "cfg": asdict(cfg)}
         _atomic_torch_save({"net": net.state_dict(), "mean_lm": mean_lm, "info": info}, final)
-    info = dict(info, folder=str(folder))
+    # named at load, not at training: weights trained through an equal config object (the
+    # benchmark's) are the named config's weights
+    name = config if isinstance(config, str) else next((n for n, c in CONFIGS.items() if c == cfg), "custom")
+    info = dict(info, config=name, folder=str(folder))
     for p in net.parameters():
         p.requires_grad_(False)
     _LOADED[mem_key] = (net, info)
