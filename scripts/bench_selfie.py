@@ -9,7 +9,9 @@ backgrounds, rendered frontally at 512 px by the true engine. Printed (JSON), wi
   discrete accuracy per asset for searched vs rounded (search >= rounding; hairstyle and
   glasses >= 0.9), dlib distance fitted vs target neutral render (<= 0.15), expression
   invariance: the same avatar fitted from an expressive and a neutral render (shape MAE <= 0.1),
-  and beside it the floor under it: the same neutral avatar fitted under two looks.
+  and beside it the floor under it: the same neutral avatar fitted under two looks (shape and
+  colour). Also the shape and colour MAE per parameter and the searched choices' confusion
+  per asset (true -> searched: which choices a frontal photo tells apart).
 Real photo: scikit-image's astronaut (upscaled 2x: the original has 61 px between the eye
 corners, under the 80 px minimum): landmark error after similarity alignment on eyes, brows,
 mouth and jaw (goal <= 0.06 IOD and >= 30% lower than the default avatar's; of the neutral
@@ -91,7 +93,11 @@ def main(argv=None) -> int:
     IM.load_imitator(args.imitator, args.cache_dir)
     obs = [SHAPE_NAMES.index(n) for n in OBSERVABLE]
     shape_err, col_err, dlib_d, walls, failed = [], [], [], [], 0
+    shape_per, col_per = [], []
+    nc = slice(len(SHAPE_NAMES), len(SHAPE_NAMES) + len(COLOR_NAMES))
     acc = {k: {"searched": [], "rounded": []} for k in DISCRETE}
+    # confusion[asset][true][searched]: which choices a frontal photo tells apart
+    confusion = {k: {t: {c: 0 for c in ch} for t in ch} for k, ch in DISCRETE.items()}
     t0 = time.time()
     for i in range(args.n):
         P, expr, img = _target(20000 + i, args.size)
@@ -102,17 +108,19 @@ def main(argv=None) -> int:
             print(f"[synthetic] {i}: {e.message}", file=sys.stderr)
             continue
         tv, fv = P.to_vector(), fit.vector
-        shape_err.append(np.abs(tv[obs] - fv[obs]).mean())
-        nc = slice(len(SHAPE_NAMES), len(SHAPE_NAMES) + len(COLOR_NAMES))
-        col_err.append(np.abs(tv[nc] - fv[nc]).mean())
+        shape_per.append(np.abs(tv[obs] - fv[obs]))
+        shape_err.append(shape_per[-1].mean())
+        col_per.append(np.abs(tv[nc] - fv[nc]))
+        col_err.append(col_per[-1].mean())
         for k in DISCRETE:
+            confusion[k][getattr(P, k)][fit.searched[k]] += 1
             acc[k]["searched"].append(fit.searched[k] == getattr(P, k))
             acc[k]["rounded"].append(fit.rounded[k] == getattr(P, k))
         dlib_d.append(identity.distance(_neutral_desc(P), _neutral_desc(fit.params)))
         walls.append(fit.figures["seconds"]["total"])
         print(f"[synthetic] {i + 1}/{args.n} shape {shape_err[-1]:.3f} colour {col_err[-1]:.3f} "
               f"dlib {dlib_d[-1]} {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-    inv, retest = [], []
+    inv, retest, retest_col = [], [], []
     for j in range(args.pairs):
         P = random_params(30000 + j)
         e = np.zeros(synth.NUM_EXPR, np.float32)
@@ -130,6 +138,7 @@ def main(argv=None) -> int:
         try:
             f_other = _fit(_target(31000 + j, args.size, P=P, expr=np.zeros_like(e))[2], args)
             retest.append(float(np.abs(f_neutral.vector[obs] - f_other.vector[obs]).mean()))
+            retest_col.append(float(np.abs(f_neutral.vector[nc] - f_other.vector[nc]).mean()))
         except InvalidParams as err:
             print(f"[pairs] {j} (other look): {err.message}", file=sys.stderr)
         print(f"[pairs] {j + 1}/{args.pairs} {inv[-1]:.3f} (other look: {retest[-1] if retest else None})",
@@ -178,11 +187,16 @@ def main(argv=None) -> int:
         "imitator": args.imitator, "targets": args.n, "no_face_or_refused": failed, "size": args.size,
         "search_top_k": args.top_k,
         "shape_mae_observable": m(shape_err), "shape_goal": 0.15,
+        "shape_mae_per_parameter": dict(zip(OBSERVABLE, np.round(np.mean(shape_per, 0), 3).tolist()))
+        if shape_per else None,
         "color_mae": m(col_err), "color_goal": 0.08,
+        "color_mae_per_parameter": dict(zip(COLOR_NAMES, np.round(np.mean(col_per, 0), 3).tolist()))
+        if col_per else None,
+        "discrete_confusion_searched": confusion,
         "discrete_accuracy": {k: {"searched": m(v["searched"]), "rounded": m(v["rounded"])} for k, v in acc.items()},
         "dlib_fitted_vs_target": m([d for d in dlib_d if d is not None]), "dlib_goal": 0.15,
         "expression_invariance_shape_mae": m(inv), "invariance_pairs": len(inv), "invariance_goal": 0.1,
-        "lighting_retest_shape_mae": m(retest),
+        "lighting_retest_shape_mae": m(retest), "lighting_retest_color_mae": m(retest_col),
         "wall_seconds_per_synthetic": m(walls),
         "astronaut": {"landmark_error_iod_fitted": round(e_fit, 4), "landmark_error_iod_default": round(e_def, 4),
                       "landmark_error_iod_fitted_with_expression": e_posed,

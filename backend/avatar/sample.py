@@ -291,10 +291,12 @@ def build_hair(L: Layout) -> list[Part]:
     uvf = np.concatenate([np.stack([c, cols + c, cols + c + 1], -1), grid_uv_faces(rows - 1, cols) + cols])
     parts = [Part("hair", verts, faces, uvs, uvf)]
     if style == "bun":
-        bun_z = L.eye_z + 0.075
+        # high on the back of the crown, so it shows over the head's outline from the front (a
+        # bun low on the back is invisible to a frontal photo: the fit cannot tell it from short)
+        bun_z = L.eye_z + 0.112
         s_b = np.interp(-bun_z, -prof[:, 1], prof[:, 0])
         back = base_surface(P, np.array([s_b]), np.array([np.pi]))[0]
-        parts.append(uv_sphere((0, back[1] + 0.022, bun_z), (0.034, 0.030, 0.032), 12, 20, bun_rect,
+        parts.append(uv_sphere((0, back[1] + 0.006, bun_z + 0.028), (0.034, 0.030, 0.032), 12, 20, bun_rect,
                                polar_uv=False, name="hair_bun", axis_front=(0, 1, 0)))
     return parts
 

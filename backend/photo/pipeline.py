@@ -105,6 +105,7 @@ def avatar_from_photo(img: np.ndarray, *, face_index: int | None = None, imitato
         "rounded_dlib_distance": _r(rnd["measures"].get("dlib_distance")),
         "search_changed_choice": best["choice"] != rnd["choice"], "candidates_rendered": len(cands),
         "relaxed_losses": {k: _r(v) for k, v in relaxed["losses"].items()},
+        "light_gain": _r(relaxed["light_gain"]),
         "eye_corner_px": _r(a.eye_corner_px), "yaw_degrees": _r(a.yaw, 1), "faces": a.num_faces,
         "face_index": a.face_index, "seconds": {"analysis": _r(t_an), "fit": _r(t_fit), "search": _r(t_search),
                                                 "total": _r(time.time() - t0)},
