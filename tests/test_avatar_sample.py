@@ -107,14 +107,16 @@ def test_shape_parameters_move_what_they_name(geom):
 
 
 def test_discrete_assets_are_separate_meshes():
-    counts, low = {}, {}
+    counts, low, high = {}, {}, {}
     for style in DISCRETE["hairstyle"]:
         g = build_geometry(AvatarParams(hairstyle=style))
         counts[style] = int(_part(g, "hair").sum())
         low[style] = g.vertices[_part(g, "hair"), 2].min() if counts[style] else None
+        high[style] = g.vertices[_part(g, "hair"), 2].max() if counts[style] else None
     assert counts["none"] == 0 and counts["short"] > 1000
     assert low["long"] < low["short"] - 0.1               # long hair reaches the shoulders
     assert counts["bun"] > counts["short"]                 # the bun is an extra mesh
+    assert high["bun"] > high["short"] + 0.03              # high on the crown: a frontal photo shows it
     for style in DISCRETE["glasses"]:
         g = build_geometry(AvatarParams(glasses=style))
         n = int(_part(g, "glasses").sum())
@@ -254,3 +256,13 @@ def test_expression_track(av):
     blinks = np.sum(np.diff((W["eyeBlinkLeft"] > 0.9).astype(int)) == 1)
     assert blinks >= 2
     assert W["browInnerUp"].max() > 0.8
+
+
+def test_the_engine_fingerprint_covers_every_discrete_choice():
+    from backend.avatar.fingerprint import engine_fingerprint, fingerprint_params
+    from backend.textavatar import codebook
+
+    ps = fingerprint_params()
+    for k, choices in DISCRETE.items():
+        assert {getattr(p, k) for p in ps} == set(choices), k
+    assert engine_fingerprint() == codebook.engine_version() and len(engine_fingerprint()) == 16

@@ -45,9 +45,8 @@ SHARD = 16                                 # samples per data shard file
 DATA_FIELDS = ("expr_fraction", "seed")   # the config fields make_sample reads
 MIN_PARALLEL_SHARDS = 8                    # fewer missing shards render in-process (a worker starts in ~3 s)
 # The engine's version is a hash of what it produces (so refactors that keep the output keep the
-# cache): sample avatars of these seeds, the fit's camera/render constants, and the source of the
-# analysis functions that make the colour targets.
-_VERSION_SEEDS = (1, 2)
+# cache): the avatar engine's fingerprint and its avatars' part labels, the fit's camera/render
+# constants, and the source of the analysis functions that make the colour targets.
 _ENGINE_FUNCTIONS = ("region_masks", "region_colors", "polygon_mask", "_lab", "_disk")
 
 
@@ -82,17 +81,15 @@ CONFIGS = {
 def engine_version() -> str:
     import inspect
 
-    from backend.avatar.sample import sample_avatar
+    from backend.avatar.fingerprint import engine_fingerprint, fingerprint_params
     from backend.face import regions
 
     h = hashlib.sha256(DATA_VERSION.encode())
+    h.update(engine_fingerprint().encode())
     h.update(repr((synth.SEG_CLASSES, synth.RENDER_SIZE, synth.FRAME_CENTER, synth.FRAME_DISTANCE,
                    synth.BACKGROUND, synth.TRAIN_TEXTURE)).encode())
-    for seed in _VERSION_SEEDS:
-        av = sample_avatar(random_params(seed), texture_size=64, with_track=False)
-        for arr in (av.vertices, av.faces, av.blendshapes, av.texture_sets[0].image):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        h.update(synth.face_classes(random_params(seed)).astype(np.int8).tobytes())
+    for p in fingerprint_params():
+        h.update(synth.face_classes(p).astype(np.int8).tobytes())
     for name in _ENGINE_FUNCTIONS:
         h.update(inspect.getsource(getattr(regions, name)).encode())
     return h.hexdigest()[:16]

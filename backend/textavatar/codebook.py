@@ -28,12 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.avatar import content_hash
 from shared.errors import CacheUnavailable, Cancelled
 from shared.text_avatar import (DEFAULT_CODEBOOK_ENTRIES, DEFAULT_CODEBOOK_RENDER_SIZE, DEFAULT_CODEBOOK_SAMPLES,
                                 NEUTRAL_PROMPT, AvatarFromTextRequest)
 
-from backend.avatar.params import COLOR_NAMES, DISCRETE, SHAPE_NAMES, VECTOR_SIZE, AvatarParams, random_params
+from backend.avatar.fingerprint import engine_fingerprint
+from backend.avatar.params import AvatarParams
 from backend.avatar.sample import sample_avatar
 from backend.cache import cache_dir
 
@@ -86,20 +86,10 @@ class Codebook:
 
 _lock = threading.Lock()
 _memo: dict[str, Codebook] = {}
-_engine_version: list[str] = []
-
-
 def engine_version() -> str:
-    """A fingerprint of the sample avatar engine: the content hashes of two avatars it
-    builds (the average one and a fixed random one) plus the parameter layout. Any change
-    to the engine's output changes it, so a stale codebook is never reused."""
-    with _lock:
-        if not _engine_version:
-            h = hashlib.sha256(json.dumps([SHAPE_NAMES, COLOR_NAMES, DISCRETE, VECTOR_SIZE]).encode())
-            for p in (AvatarParams(), random_params(7)):
-                h.update(content_hash(sample_avatar(p, texture_size=64, with_track=False)).encode())
-            _engine_version.append(h.hexdigest()[:12])
-        return _engine_version[0]
+    """The sample avatar engine's fingerprint (:func:`backend.avatar.fingerprint.engine_fingerprint`):
+    a stale codebook is never reused."""
+    return engine_fingerprint()
 
 
 def codebook_key(guidance_name: str, cfg: CodebookConfig) -> str:
