@@ -17,11 +17,12 @@ import pytest
 from PIL import Image
 
 from backend.avatar.blendshapes import ARKIT_NAMES
-from backend.avatar.params import VECTOR_SIZE, AvatarParams, random_params
+from backend.avatar.params import COLOR_NAMES, VECTOR_SIZE, AvatarParams, random_params
 from backend.cli import main
 from backend.face import analysis
 from backend.jobs import JobContext, handlers
 from backend.photo import imitator as IM
+from backend.photo import fit as FIT
 from backend.photo import pipeline, search, synth
 from backend.photo.fit import FitConfig
 from shared.avatar import validate
@@ -272,3 +273,30 @@ def test_a_missed_person_mask_is_not_read_as_bald(cache):
     # a photo the segmentation sees keeps every region
     ok = analysis.analyze_photo(_synthetic(3)[1])
     assert ok.unseen == () and FIT.targets_from_analysis(ok).masks_valid.all()
+
+
+def test_a_dim_light_is_fitted_as_a_dim_light_not_as_darker_skin(cache):
+    """The same avatar under the imitator's light and under that light at 55%: the fitted
+    brightness gain follows the light, and the skin tone moves less than without the gain."""
+    from backend.render import DEFAULT_LIGHTS, Lights
+
+    def scaled(f):
+        L = DEFAULT_LIGHTS
+        return Lights(L.directions, tuple(tuple(f * c for c in col) for col in L.colors),
+                      tuple(f * a for a in L.ambient), L.space)
+
+    net, _ = IM.load_imitator("test", cache)
+    P = random_params(5)
+    tone = {}
+    gains = {}
+    for name, f in (("full", 1.0), ("dim", 0.55)):
+        img = synth.render_avatar(P, None, camera=synth.frontal_camera(512), lights=scaled(f), labels=False)["image"]
+        tg = FIT.targets_from_analysis(analysis.analyze_photo(img))
+        for w in (FitConfig().w_prior_gain, 1e6):        # 1e6: the gain held at 1
+            r = FIT.relaxed_fit(net, tg, FitConfig(restarts=2, w_prior_gain=w), 0)
+            tone[name, w] = r["vector"][FIT.NS + COLOR_NAMES.index("skin_tone")]
+            gains[name, w] = r["light_gain"]
+    w = FitConfig().w_prior_gain
+    # (the small test imitator, seed 5: gain 1.04 -> 0.95, skin tone shift 0.17 against 0.26)
+    assert gains["dim", w] < gains["full", w] - 0.05 and abs(gains["full", 1e6] - 1) < 1e-3
+    assert abs(tone["dim", w] - tone["full", w]) < abs(tone["dim", 1e6] - tone["full", 1e6])
