@@ -86,6 +86,8 @@ class Codebook:
 
 _lock = threading.Lock()
 _memo: dict[str, Codebook] = {}
+
+
 def engine_version() -> str:
     """The sample avatar engine's fingerprint (:func:`backend.avatar.fingerprint.engine_fingerprint`):
     a stale codebook is never reused."""
